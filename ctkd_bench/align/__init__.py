@@ -1,0 +1,1 @@
+"""Cross-tokenizer alignment toolkit: pure, vectorised, tested once and hard."""

@@ -1,0 +1,1 @@
+"""Task data: generators for the offline suites and PairBatch collation."""

@@ -1,0 +1,1 @@
+"""Model and tokenizer sources: locally built (tiny suites) and loaded from folders."""

@@ -1,0 +1,1 @@
+"""The teacher side: signal computation and the content-addressed signal cache."""

@@ -1,0 +1,1 @@
+"""Training: the equal-budget trainer, the student forward pass and the budget meter."""

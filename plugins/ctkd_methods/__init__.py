@@ -1,0 +1,1 @@
+"""The built-in ctkd-bench methods. Each module is a plugin registered through an entry point."""

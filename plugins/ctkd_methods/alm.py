@@ -1,0 +1,1 @@
+"""Built-in method plugin: alm (being implemented; registers nothing yet)."""

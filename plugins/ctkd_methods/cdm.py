@@ -1,0 +1,1 @@
+"""Built-in method plugin: cdm (being implemented; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in method plugin: cot2align (being implemented; registers nothing yet)."""

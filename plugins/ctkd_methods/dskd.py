@@ -1,0 +1,1 @@
+"""Built-in method plugin: dskd (being implemented; registers nothing yet)."""

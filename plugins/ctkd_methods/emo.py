@@ -1,0 +1,1 @@
+"""Built-in method plugin: emo (being implemented; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in method plugin: mined (being implemented; registers nothing yet)."""

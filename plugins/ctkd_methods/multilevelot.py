@@ -1,0 +1,1 @@
+"""Built-in method plugin: multilevelot (being implemented; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in method plugin: uld (being implemented; registers nothing yet)."""

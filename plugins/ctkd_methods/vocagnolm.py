@@ -1,0 +1,1 @@
+"""Built-in method plugin: vocagnolm (being implemented; registers nothing yet)."""
