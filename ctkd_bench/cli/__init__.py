@@ -1,0 +1,43 @@
+"""The ``ctkd-bench`` command line: one module per subcommand.
+
+Usage and config errors print one line and exit with status 2 (no traceback).
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import UsageError
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="ctkd-bench")
+def cli():
+    """Benchmark cross-tokenizer knowledge distillation methods head to head."""
+
+
+def _add_builtin_commands() -> None:
+    from . import check, methods, plugins, report, run, suites, validate
+    for module in (methods, suites, plugins, validate, run, report, check):
+        cli.add_command(module.command)
+
+
+def main(argv=None) -> None:
+    _add_builtin_commands()
+    try:
+        from ..plugins import get_plugin_manager
+        get_plugin_manager().register_commands(cli)
+    except UsageError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    cli.main(args=argv, prog_name="ctkd-bench")
