@@ -1,11 +1,77 @@
-"""``ctkd-bench run``: (being implemented)."""
+"""``ctkd-bench run SUITE``: run methods head to head on a suite, resumably.
+
+Example::
+
+    ctkd-bench run tiny --methods all --seeds 0,1,2 --out runs/tiny
+    ctkd-bench run tiny --profile test --methods sft --out /tmp/run   # the CI-sized profile
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
 
 from ..errors import UsageError
+from ..plugins import get_plugin_manager
+from ..specs import resolve_suite
+
+
+def parse_methods(spec: str) -> list:
+    pm = get_plugin_manager()
+    if spec.strip() in ("all", ""):
+        return list(pm.methods().values())
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    seen, out = set(), []
+    for name in names:
+        reg = pm.method(name)
+        if reg.name not in seen:
+            seen.add(reg.name)
+            out.append(reg)
+    return out
+
+
+def parse_seeds(spec: str | None, default: tuple[int, ...]) -> list[int]:
+    if not spec:
+        return list(default)
+    try:
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds: expected a comma-separated list of integers, got {spec!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds: expected non-negative integers, got {spec!r}")
+    return seeds
 
 
 @click.command("run")
-@click.argument("args", nargs=-1)
-def command(args):
-    """Not implemented yet."""
-    raise UsageError("'run' is not implemented yet")
+@click.argument("suite")
+@click.option("--methods", default="all", show_default=True, help="'all' or a comma list of method names.")
+@click.option("--seeds", default=None, help="Comma list of seeds (default: the suite's).")
+@click.option("--profile", default=None, help="A named profile of the suite, e.g. 'test'.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default: runs/<suite>). Reusing it resumes.")
+@click.option("--retry-failed", is_flag=True, help="Re-run cells that failed before.")
+@click.option("--report/--no-report", "make_report", default=True, show_default=True,
+              help="Render the leaderboard into RUN_DIR/report when done.")
+def command(suite, methods, seeds, profile, out, retry_failed, make_report):
+    """Run every selected method on SUITE (a name from `ctkd-bench suites` or a YAML path)."""
+    spec = resolve_suite(suite, profile)
+    regs = parse_methods(methods)
+    for reg in regs:  # validate configs before any work
+        reg.cls.make_config(spec.method_config(reg.name), where=f"methods.{reg.name}")
+    unknown = {m for m, _ in spec.method_configs} - {r.name for r in get_plugin_manager().methods().values()}
+    if unknown:
+        raise UsageError(f"methods.{sorted(unknown)[0]}: config given for an unknown method")
+    out = out or Path("runs") / (spec.name + (f"-{spec.profile}" if spec.profile else ""))
+    seed_list = parse_seeds(seeds, spec.seeds)
+    click.echo(f"ctkd-bench: suite {spec.name} ({spec.hash}){' profile ' + spec.profile if spec.profile else ''}: "
+               f"{len(regs)} methods x {len(spec.tracks)} tracks x {len(seed_list)} seeds -> {out}")
+    from ..run.runner import Runner
+    runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo)
+    runner.run()
+    if make_report:
+        from ..report.render import render_report
+        paths = render_report([out], out / "report")
+        click.echo(f"report: {', '.join(str(p) for p in paths.values())}")
+    c = runner.counts
+    click.echo(f"cells: {c['ok']} ok, {c['failed']} failed, {c['n/a']} n/a, {c['skipped']} already done")
+    click.echo("time per phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in runner.timings.items()))

@@ -1,11 +1,19 @@
-"""``ctkd-bench validate``: (being implemented)."""
+"""``ctkd-bench validate SUITE``: parse and resolve a suite without training anything."""
 import click
 
-from ..errors import UsageError
+from ..plugins import get_plugin_manager
+from ..specs import resolve_suite
 
 
 @click.command("validate")
-@click.argument("args", nargs=-1)
-def command(args):
-    """Not implemented yet."""
-    raise UsageError("'validate' is not implemented yet")
+@click.argument("suite")
+@click.option("--profile", default=None, help="A named profile of the suite.")
+def command(suite, profile):
+    """Check SUITE's YAML, names, budgets and method configs; exit 2 with one line if anything is wrong."""
+    spec = resolve_suite(suite, profile)
+    pm = get_plugin_manager()
+    for name, overrides in spec.method_configs:
+        pm.method(name).cls.make_config(dict(overrides), where=f"methods.{name}")
+    click.echo(f"{spec.name}: ok (hash {spec.hash}; {len(spec.tracks)} tracks: "
+               f"{', '.join(t.name for t in spec.tracks)}; {len(spec.seeds)} seeds; "
+               f"budget {spec.budget.steps} steps x {spec.budget.examples_per_step} examples)")

@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval for causal tracks (local task YAML + jsonl), direct accuracy for encoders."""

@@ -1,0 +1,82 @@
+"""Evaluate a causal model on a track through lm-eval's Python API, fully offline.
+
+Each track becomes a local lm-eval task (``dataset_path: json`` with
+``data_files``) written into a temp folder. lm-eval runs the model; the
+suite's own metric code scores the logged samples where lm-eval has no
+metric of its own (final-answer exact match, ROUGE-L).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ..util import stable_hash
+from . import metrics as M
+
+TASK_KINDS = {"lm": "loglikelihood_rolling", "math": "generate_until", "instruct": "generate_until"}
+PRIMARY = {"lm": ("bits_per_byte", False), "math": ("exact_match", True), "instruct": ("rouge_l", True),
+           "embed": ("accuracy", True)}
+
+
+def _task_yaml(task: str, name: str, data_file: Path, max_new_tokens: int, eos: str) -> str:
+    head = (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
+            "test_split: test\n")
+    if task == "lm":
+        return head + ('output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{response}}"\n'
+                       "metric_list:\n  - metric: bits_per_byte\n  - metric: byte_perplexity\n"
+                       "    higher_is_better: false\n")
+    until = ["\n\n", eos] if task == "math" else ["\n", eos]
+    return head + ('output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{response}}"\n'
+                   f"generation_kwargs:\n  until: {json.dumps([u for u in until if u])}\n"
+                   f"  max_gen_toks: {max_new_tokens}\n  do_sample: false\n"
+                   "metric_list:\n  - metric: exact_match\n")
+
+
+def _score_samples(task: str, samples: list[dict]) -> dict[str, float]:
+    preds = [s["filtered_resps"][0] if s["filtered_resps"] else "" for s in samples]
+    docs = [s["doc"] for s in samples]
+    if task == "math":
+        hits = [M.exact_match(M.extract_final_answer(p), str(d.get("answer", M.extract_final_answer(d["response"]))))
+                for p, d in zip(preds, docs)]
+        return {"exact_match": sum(hits) / max(1, len(hits))}
+    rouge = [M.rouge_l(p.strip(), d["response"].strip()) for p, d in zip(preds, docs)]
+    exact = [M.exact_match(p, d["response"]) for p, d in zip(preds, docs)]
+    return {"rouge_l": sum(rouge) / max(1, len(rouge)), "exact_match": sum(exact) / max(1, len(exact))}
+
+
+def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_tokens: int,
+                    batch_size: int, max_length: int, device: str = "cpu") -> tuple[dict[str, float], dict]:
+    """Metrics for `model` on `examples` of a causal `task`, and lm-eval's own results + hashes."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    name = f"ctkd_{task}_{stable_hash([e['id'] for e in examples], 8)}"
+    with tempfile.TemporaryDirectory(prefix="ctkd-lmeval-") as tmp:
+        data_file = Path(tmp) / "test.jsonl"
+        data_file.write_text("".join(json.dumps({k: v for k, v in e.items()}) + "\n" for e in examples))
+        eos = tokenizer.eos_token or ""
+        yaml_text = _task_yaml(task, name, data_file, max_new_tokens, eos)
+        (Path(tmp) / f"{name}.yaml").write_text(yaml_text)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                  device=device, add_bos_token=tokenizer.bos_token_id is not None)
+        result = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=tmp),
+                                         log_samples=True, verbosity="ERROR")
+    own = result["results"][name]
+    if task == "lm":
+        metrics = {"bits_per_byte": float(own["bits_per_byte,none"])}
+    else:
+        metrics = _score_samples(task, result["samples"][name])
+    meta = {
+        "results": {k: v for k, v in own.items() if isinstance(v, (int, float, str))},
+        "task_hash": stable_hash(yaml_text.replace(str(data_file), "test.jsonl") + stable_hash(examples)),
+        "doc_hashes": stable_hash([s.get("doc_hash") for s in result["samples"][name]]),
+        "lm_eval_version": getattr(lm_eval, "__version__", ""),
+    }
+    return metrics, meta

@@ -1,0 +1,1 @@
+"""Running a suite: prepare tracks (data, tokenizers, teachers), run cells, write records."""

@@ -1,0 +1,219 @@
+"""Run a suite: every (track, method, seed) cell plus the reference rows, resumable.
+
+Each finished cell is written atomically to ``RUN_DIR/cells/<cell_id>.json``;
+a rerun with the same ``--out`` skips finished cells (and failed ones unless
+``retry_failed``). A crashing or NaN-producing method fails its own cell only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..defaults import cache_root
+from ..method import Needs, config_as_dict
+from ..plugins import RegisteredMethod, get_plugin_manager
+from ..specs import CellSpec, SuiteSpec
+from ..evaluate.lmeval import PRIMARY
+from .cell import evaluate_model, run_cell
+from .environment import SuiteEnvironment
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    import transformers
+    try:
+        import lm_eval
+        lm_eval_version = getattr(lm_eval, "__version__", "")
+    except Exception:  # lm-eval import problems must not hide the run
+        lm_eval_version = "unavailable"
+    return {"ctkd-bench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "lm-eval": lm_eval_version, "python": platform.python_version()}
+
+
+def machine() -> dict:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": torch.get_num_threads(), "device": device}
+
+
+def union_needs(methods: list[RegisteredMethod]) -> Needs:
+    fields = {}
+    for f in dataclasses.fields(Needs):
+        values = [getattr(m.cls.needs, f.name) for m in methods]
+        if f.type in ("bool", bool):
+            fields[f.name] = any(values)
+        elif f.name == "topk":
+            fields[f.name] = max(values, default=0)
+        else:
+            fields[f.name] = tuple(sorted({x for v in values for x in v}))
+    return Needs(**fields)
+
+
+class Runner:
+    def __init__(self, suite: SuiteSpec, out: Path, methods: list[RegisteredMethod], seeds: list[int],
+                 retry_failed: bool = False, echo=print):
+        from ..results.store import RunStore
+        self.suite, self.out, self.methods, self.seeds = suite, Path(out), methods, seeds
+        self.retry_failed, self.echo = retry_failed, echo
+        self.store = RunStore(self.out)
+        self.env = SuiteEnvironment(suite, cache_root())
+        self.timings: dict[str, float] = {}
+        self.counts = {"ok": 0, "failed": 0, "n/a": 0, "skipped": 0}
+
+    def _timed(self, phase: str, start: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
+
+    def base_record(self, cell: CellSpec, role: str) -> dict:
+        task = self.suite.track(cell.track).task
+        primary, higher = PRIMARY[task]
+        return {"schema": 1, "cell_id": cell.id, "run_id": self.out.name, "suite": self.suite.name,
+                "suite_hash": self.suite.hash, "track": cell.track, "pair": cell.pair, "role": role,
+                "method": cell.method, "seed": cell.seed, "spec": cell.to_dict(),
+                "primary_metric": primary, "higher_is_better": higher, "metrics": {}, "costs": {},
+                "lm_eval": {}, "versions": versions(), "machine": machine(), "reason": None}
+
+    def method_fields(self, reg: RegisteredMethod, config) -> dict:
+        cls = reg.cls
+        return {"method_category": cls.category, "method_summary": cls.summary,
+                "method_paper": dataclasses.asdict(cls.paper), "method_variant": getattr(cls, "variant", ""),
+                "method_config": config_as_dict(config), "distribution": reg.plugin.distribution,
+                "distribution_version": reg.plugin.version}
+
+    def write(self, record: dict) -> None:
+        from ..results.record import CellRecord
+        self.store.write(CellRecord.from_dict(record))
+        self.counts[record["status"]] += 1
+
+    def write_run_info(self) -> None:
+        from ..align.diagnostics import pair_diagnostics
+        diagnostics = {}
+        start = time.perf_counter()
+        for track in self.suite.tracks:
+            env = self.env.track(track.name)
+            if track.pair not in diagnostics:
+                texts = [e["text"] if env.encoder else e["prompt"] + e["response"] for e in env.test[:100]]
+                diagnostics[track.pair] = pair_diagnostics(env.student_tokenizer, env.teacher_tokenizer, texts)
+        self._timed("prepare", start)
+        pm = get_plugin_manager()
+        self.store.write_run_info({
+            "suite": self.suite.name, "suite_hash": self.suite.hash, "suite_spec": self.suite.to_dict(),
+            "profile": self.suite.profile,
+            "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version}
+                        for i in pm.plugins.values()],
+            "machine": machine(), "versions": versions(), "pair_diagnostics": diagnostics, "created_at": now()})
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        self.write_run_info()
+        for track in self.suite.tracks:
+            env = self.env.track(track.name)
+            runnable = [m for m in self.methods if track.task in m.cls.tracks]
+            t0 = time.perf_counter()
+            env.cache.ensure(env.encode(env.train, "teacher", "train"), union_needs(runnable))
+            self._timed("teacher cache", t0)
+            self.run_references(track.name)
+            for reg in self.methods:
+                for seed in self.seeds:
+                    self.run_method_cell(track.name, reg, seed)
+        t0 = time.perf_counter()
+        self.store.summarize()
+        self._timed("summarize", t0)
+        self.timings["total"] = time.perf_counter() - start
+
+    def run_references(self, track_name: str) -> None:
+        env = self.env.track(track_name)
+        pair = self.suite.track(track_name).pair
+        rows = [("teacher", self.seeds[0])] + [("untrained", s) for s in self.seeds]
+        for role_name, seed in rows:
+            cell = CellSpec(self.suite.name, self.suite.hash, track_name, pair, role_name, (), seed)
+            if self.store.has_finished(cell.id, self.retry_failed):
+                self.counts["skipped"] += 1
+                continue
+            record = self.base_record(cell, "reference")
+            record.update(method_category="reference", method_summary=f"{role_name} model (reference row)",
+                          method_paper={"title": "", "url": "", "venue": ""}, method_variant="",
+                          method_config={}, distribution="ctkd-bench", distribution_version=__version__,
+                          started_at=now())
+            t0 = time.perf_counter()
+            try:
+                if role_name == "teacher":
+                    model, tok = env.teacher, env.teacher_tokenizer
+                else:
+                    from ..models.sources import fresh_student
+                    B = self.suite.budget
+                    model = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder,
+                                          env.num_labels, max(B.max_length, 256) + env.track.max_new_tokens)
+                    tok = env.student_tokenizer
+                metrics, meta = evaluate_model(env, model, tok)
+                record.update(status="ok", metrics=self._with_floor(env, metrics), lm_eval=meta,
+                              costs={"wall_eval_s": round(time.perf_counter() - t0, 3)})
+            except Exception as exc:  # a reference failing is recorded, not fatal
+                record.update(status="failed", reason=_reason(exc))
+            self._timed("eval", t0)
+            record["finished_at"] = now()
+            self.write(record)
+            self.echo(f"  {track_name:<9} {role_name:<14} seed {seed}  {record['status']}  {_fmt(record)}")
+
+    def _with_floor(self, env, metrics: dict) -> dict:
+        if env.track.task == "lm" and env.test and "logprob_bits" in env.test[0]:
+            bits = sum(e["logprob_bits"] for e in env.test)
+            nbytes = sum(len(e["response"].encode("utf-8")) for e in env.test)
+            metrics = dict(metrics, true_entropy_bpb=bits / max(1, nbytes))
+        return metrics
+
+    def run_method_cell(self, track_name: str, reg: RegisteredMethod, seed: int) -> None:
+        env = self.env.track(track_name)
+        track = self.suite.track(track_name)
+        config = reg.cls.make_config(self.suite.method_config(reg.name), where=f"methods.{reg.name}")
+        cfg_items = tuple(sorted(config_as_dict(config).items()))
+        cell = CellSpec(self.suite.name, self.suite.hash, track_name, track.pair, reg.name, cfg_items, seed)
+        if self.store.has_finished(cell.id, self.retry_failed):
+            self.counts["skipped"] += 1
+            return
+        record = self.base_record(cell, "method")
+        record.update(self.method_fields(reg, config), started_at=now())
+        if track.task not in reg.cls.tracks:
+            record.update(status="n/a", reason=f"{reg.name} supports tracks {', '.join(reg.cls.tracks)}, "
+                                               f"not {track.task}")
+        else:
+            try:
+                method = reg.cls(config)
+                artifact_dir = self.env.cache_root / "artifacts" / reg.name / env.teacher_key
+                metrics, costs, meta = run_cell(env, method, seed, artifact_dir,
+                                                progress_desc=f"{track_name}/{reg.name}/s{seed}")
+                record.update(status="ok", metrics=self._with_floor(env, metrics), costs=costs, lm_eval=meta)
+                for phase in ("prepare", "train", "eval"):
+                    self.timings[phase] = self.timings.get(phase, 0.0) + costs.get(f"wall_{phase}_s", 0.0)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                record.update(status="failed", reason=_reason(exc))
+                if sys.stderr.isatty():
+                    traceback.print_exc()
+        record["finished_at"] = now()
+        self.write(record)
+        self.echo(f"  {track_name:<9} {reg.name:<14} seed {seed}  {record['status']}  {_fmt(record)}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 500 else text[:497] + "..."
+
+
+def _fmt(record: dict) -> str:
+    if record["status"] != "ok":
+        return record.get("reason") or ""
+    m = record["metrics"]
+    p = record["primary_metric"]
+    return f"{p}={m.get(p, float('nan')):.4f}" if p in m else ""
