@@ -33,6 +33,11 @@ class Side:
         return self.attention_mask.sum(-1)
 
     @property
+    def position_ids(self) -> torch.Tensor:
+        """Positions counted over real tokens only, so left padding does not shift them."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    @property
     def response_mask(self) -> torch.Tensor:
         """[B, L] bool: positions whose token is a training target."""
         if self.labels is None:

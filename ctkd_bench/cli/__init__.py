@@ -27,8 +27,8 @@ def cli():
 
 
 def _add_builtin_commands() -> None:
-    from . import check, methods, plugins, report, run, suites, validate
-    for module in (methods, suites, plugins, validate, run, report, check):
+    from . import check, methods, new_method, plugins, report, run, suites, validate
+    for module in (methods, suites, plugins, validate, run, report, check, new_method):
         cli.add_command(module.command)
 
 

@@ -71,7 +71,8 @@ def command(suite, methods, seeds, profile, out, retry_failed, make_report):
     if make_report:
         from ..report.render import render_report
         paths = render_report([out], out / "report")
-        click.echo(f"report: {', '.join(str(p) for p in paths.values())}")
+        shown = [p for p in paths.values() if str(p).endswith((".html", ".md"))]
+        click.echo(f"report: {', '.join(str(p) for p in shown)}")
     c = runner.counts
     click.echo(f"cells: {c['ok']} ok, {c['failed']} failed, {c['n/a']} n/a, {c['skipped']} already done")
     click.echo("time per phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in runner.timings.items()))

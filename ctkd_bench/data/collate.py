@@ -91,7 +91,8 @@ def collate_pair(examples: list[dict], track: str, student_tokenizer, teacher_to
                  max_len: int, padding_side: str = "right") -> PairBatch:
     """Examples are dicts with ``id`` and ``prompt``/``response`` (causal) or ``text``/``label`` (encoder)."""
     encoder = track in ENCODER_TRACKS
-    if encoder:
+    if encoder:  # the classifier pools position 0 ([CLS]/<s>), so encoder batches are always right-padded
+        padding_side = "right"
         texts = [ex["text"] for ex in examples]
         prompts = [0] * len(examples)
         enc_s = [encode_encoder(student_tokenizer, t, max_len) for t in texts]

@@ -39,7 +39,7 @@ def _score_samples(task: str, samples: list[dict]) -> dict[str, float]:
     preds = [s["filtered_resps"][0] if s["filtered_resps"] else "" for s in samples]
     docs = [s["doc"] for s in samples]
     if task == "math":
-        hits = [M.exact_match(M.extract_final_answer(p), str(d.get("answer", M.extract_final_answer(d["response"]))))
+        hits = [M.answer_match(p, str(d.get("answer") or M.extract_final_answer(d["response"])))
                 for p, d in zip(preds, docs)]
         return {"exact_match": sum(hits) / max(1, len(hits))}
     rouge = [M.rouge_l(p.strip(), d["response"].strip()) for p, d in zip(preds, docs)]
@@ -66,7 +66,7 @@ def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_t
         (Path(tmp) / f"{name}.yaml").write_text(yaml_text)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                   device=device, add_bos_token=tokenizer.bos_token_id is not None)
-        result = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=tmp),
+        result = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=tmp, include_defaults=False),
                                          log_samples=True, verbosity="ERROR")
     own = result["results"][name]
     if task == "lm":

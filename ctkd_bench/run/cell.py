@@ -118,8 +118,7 @@ def run_cell(env: TrackEnv, method, seed: int, artifact_dir, progress_desc: str 
     budget = env.suite.budget
     meter = BudgetMeter()
     torch.manual_seed(seed)
-    student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels,
-                            max(budget.max_length, 256) + env.track.max_new_tokens)
+    student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels)
     with meter.phase("prepare"):
         ctx = method_context(env, method, seed, student, meter, artifact_dir)
         generations = teacher_generations(env, meter) if method.needs.generations else None

@@ -114,6 +114,8 @@ class Runner:
             "machine": machine(), "versions": versions(), "pair_diagnostics": diagnostics, "created_at": now()})
 
     def run(self) -> None:
+        from .progress import quiet_libraries
+        quiet_libraries()
         start = time.perf_counter()
         self.write_run_info()
         for track in self.suite.tracks:
@@ -151,9 +153,8 @@ class Runner:
                     model, tok = env.teacher, env.teacher_tokenizer
                 else:
                     from ..models.sources import fresh_student
-                    B = self.suite.budget
                     model = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder,
-                                          env.num_labels, max(B.max_length, 256) + env.track.max_new_tokens)
+                                          env.num_labels)
                     tok = env.student_tokenizer
                 metrics, meta = evaluate_model(env, model, tok)
                 record.update(status="ok", metrics=self._with_floor(env, metrics), lm_eval=meta,
@@ -167,9 +168,8 @@ class Runner:
 
     def _with_floor(self, env, metrics: dict) -> dict:
         if env.track.task == "lm" and env.test and "logprob_bits" in env.test[0]:
-            bits = sum(e["logprob_bits"] for e in env.test)
-            nbytes = sum(len(e["response"].encode("utf-8")) for e in env.test)
-            metrics = dict(metrics, true_entropy_bpb=bits / max(1, nbytes))
+            from ..data.tasks import reference_metrics  # the floor without EOS, as lm-eval scores it
+            metrics = dict(metrics, true_entropy_bpb=reference_metrics("lm", env.test)["bpb_floor"])
         return metrics
 
     def run_method_cell(self, track_name: str, reg: RegisteredMethod, seed: int) -> None:

@@ -51,7 +51,7 @@ def raw_keys(needs: Needs, encoder: bool) -> list[str]:
 def teacher_raw(model, side: Side, keys: list[str]) -> dict[str, torch.Tensor]:
     """One teacher forward on `side`; returns padded [B, L, ...] tensors for each raw key."""
     want_attn = any(k.startswith("attn.") for k in keys)
-    out = model(input_ids=side.input_ids, attention_mask=side.attention_mask,
+    out = model(input_ids=side.input_ids, attention_mask=side.attention_mask, position_ids=side.position_ids,
                 output_hidden_states=True, output_attentions=want_attn)
     raw = {}
     for key in keys:

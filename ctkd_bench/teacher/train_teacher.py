@@ -21,7 +21,7 @@ from ..util import stable_hash
 def teacher_folder(cache: Path, spec: ModelSpec, tok_hash: str, examples: list[dict], max_length: int,
                    num_labels: int) -> Path:
     key = stable_hash({"spec": repr(spec), "tok": tok_hash, "data": stable_hash(examples),
-                       "max_length": max_length, "labels": num_labels, "v": 1})
+                       "max_length": max_length, "labels": num_labels, "v": 2})
     return cache / "teachers" / f"{spec.name}-{key}"
 
 
@@ -29,7 +29,7 @@ def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: boo
                   max_length: int, folder: Path, seed: int, progress=None):
     """Train from scratch on `examples` (all tracks this teacher serves); save to `folder`; load it back."""
     train: TrainSpec = spec.train or TrainSpec()
-    model = build_model(arch_spec(spec, num_labels, max_length), tokenizer, seed)
+    model = build_model(arch_spec(spec, num_labels), tokenizer, seed)
     if encoder:
         encoded = [(encode_encoder(tokenizer, e["text"], max_length), int(e["label"])) for e in examples]
     else:

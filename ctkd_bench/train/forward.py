@@ -21,7 +21,7 @@ def causal_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def student_forward(model, side: Side, needs: Needs, vocab_size: int | None,
                     targets: torch.Tensor | None = None) -> StudentOutputs:
     """Run the student with the outputs `needs` asks for; compute its task CE."""
-    out = model(input_ids=side.input_ids, attention_mask=side.attention_mask,
+    out = model(input_ids=side.input_ids, attention_mask=side.attention_mask, position_ids=side.position_ids,
                 output_hidden_states=needs.student_hidden_states,
                 output_attentions=needs.student_attentions)
     logits = out.logits

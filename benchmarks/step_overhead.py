@@ -1,0 +1,79 @@
+"""Train-step cost of each method relative to SFT, measured side by side in one run.
+
+    python benchmarks/step_overhead.py                       # tiny suite, all methods, causal track 'math'
+    python benchmarks/step_overhead.py --track embed --steps 20
+    python benchmarks/step_overhead.py --profile test --methods sft,uld
+
+Each method trains `--steps` steps (after `--warmup` untimed steps) on the same
+cached teacher signals; rounds alternate between methods so machine noise hits
+all of them alike. Prints ms/step and the ratio to SFT (target: <= 1.5x).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+
+os.environ.setdefault("CTKD_PROGRESS", "0")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="tiny")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--track", default="math")
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from ctkd_bench.cli.run import parse_methods
+    from ctkd_bench.defaults import cache_root
+    from ctkd_bench.models.sources import fresh_student
+    from ctkd_bench.run.cell import CellData, method_context, teacher_generations
+    from ctkd_bench.run.environment import SuiteEnvironment
+    from ctkd_bench.specs import resolve_suite
+    from ctkd_bench.train.budget import BudgetMeter
+    from ctkd_bench.train.trainer import train
+
+    suite = resolve_suite(args.suite, args.profile)
+    env = SuiteEnvironment(suite, cache_root()).track(args.track)
+    regs = [r for r in parse_methods(args.methods) if env.track.task in r.cls.tracks]
+    regs.sort(key=lambda r: r.name != "sft")
+    budget = dataclasses.replace(suite.budget, steps=args.warmup + args.steps)
+    vocab = None if env.encoder else len(env.student_tokenizer)
+    times: dict[str, list[float]] = {r.name: [] for r in regs}
+    for _ in range(args.rounds):
+        for reg in regs:
+            method = reg.cls(reg.cls.make_config(suite.method_config(reg.name)))
+            student = fresh_student(env.student_spec, env.student_tokenizer, 0, env.encoder, env.num_labels)
+            meter = BudgetMeter()
+            ctx = method_context(env, method, 0, student, meter, cache_root() / "artifacts" / reg.name / env.teacher_key)
+            gens = teacher_generations(env, meter) if method.needs.generations else None
+            method.prepare(ctx)
+            extra = method.setup(ctx)
+            method.modules = extra
+            data = CellData(env, method, 0, gens)
+            batches = list(data.batches(budget.steps, budget.examples_per_step))  # collation is not timed
+            stamps = []
+            train(student, method, iter(batches), budget, meter, vocab, extra,
+                  progress=lambda step, terms: stamps.append(time.perf_counter()))
+            timed = stamps[args.warmup:]
+            times[reg.name].append((timed[-1] - stamps[args.warmup - 1]) / len(timed) if args.warmup else
+                                   (timed[-1] - timed[0]) / max(1, len(timed) - 1))
+    base = statistics.median(times["sft"]) if "sft" in times else None
+    print(f"suite {suite.name}{'/' + suite.profile if suite.profile else ''} track {args.track}: "
+          f"{budget.examples_per_step} examples/step, max length {budget.max_length}, torch threads "
+          f"{__import__('torch').get_num_threads()}")
+    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7}")
+    for name, samples in times.items():
+        ms = statistics.median(samples) * 1000
+        ratio = f"{statistics.median(samples) / base:7.2f}" if base else "      -"
+        print(f"{name:<14} {ms:9.1f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()

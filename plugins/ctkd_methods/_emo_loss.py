@@ -1,0 +1,133 @@
+"""EMO's tensor pieces: attention importance, OTIS (Sinkhorn on hidden states), IRA (CKA), the total.
+
+Official: haian1910/LLM2Vec_Distillation @ 9676fdb, Classification/criterions/ot_pro_rmse_cka.py
+(`compute_token_importance`, `project_importance`, `pairwise_attention_distance`, `sinkhorn`,
+`compute_ot_loss`, `compute_att_loss_2`, `CKALoss`, `forward`). See `ctkd_methods.emo`.
+
+Shapes: B batch, S student length, T teacher length (padded, either side); masks are 1 on real tokens.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ctkd_bench.align.cka import linear_cka
+
+from ._emo_sinkhorn import sinkhorn_plan
+
+
+def attention_received(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, H, T, T] attention (rows = queries), mask [B, T] -> [B, T]: head-mean attention each real
+    token receives from the real queries (column sums); 0 on padding."""
+    avg = attention.float().mean(1)
+    m = mask.to(avg.dtype)
+    return (avg * m.unsqueeze(-1)).sum(1) * m
+
+
+def masked_softmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask.bool(), -math.inf).softmax(-1).masked_fill(~mask.bool(), 0.0)
+
+
+def teacher_mass(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """OTIS teacher marginal [B, T]: softmax over real tokens of the attention they receive."""
+    return masked_softmax(attention_received(attention, mask), mask)
+
+
+def student_mass(t_mass: torch.Tensor, t_mask: torch.Tensor, source: torch.Tensor, s_mask: torch.Tensor,
+                 fix: bool = False) -> torch.Tensor:
+    """OTIS student marginal [B, S] from the teacher marginal.
+
+    source [B, S] long: the teacher position whose mass a student position takes (-1: none, it takes the
+    smallest teacher mass). Official: softmax over these (already normalised) values, which makes the
+    marginal nearly uniform (quirk 7); ``fix=True`` normalises them by their sum instead.
+    """
+    smallest = t_mass.masked_fill(~t_mask.bool(), math.inf).amin(-1, keepdim=True)
+    raw = torch.where(source >= 0, t_mass.gather(1, source.clamp_min(0)), smallest)
+    if fix:
+        raw = raw * s_mask
+        return raw / raw.sum(-1, keepdim=True).clamp_min(1e-12)
+    return masked_softmax(raw, s_mask)
+
+
+def attention_cost(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
+    """OTIS cost [B, S, T] = 1 - softmax over real teacher tokens of S T^T / sqrt(d) (``'attention'``).
+
+    teacher_hidden is already projected to the student width d. Computed in fp32."""
+    s, t = student_hidden.float(), teacher_hidden.float()
+    scores = s @ t.transpose(1, 2) / math.sqrt(s.shape[-1])
+    return 1.0 - masked_softmax(scores, t_mask.unsqueeze(1).expand_as(scores))
+
+
+def otis_loss(cost: torch.Tensor, s_mass: torch.Tensor, t_mass: torch.Tensor, eps: float = 0.1,
+              n_iters: int = 100, gradient: str = "implicit", tol: float | None = 1e-5) -> torch.Tensor:
+    """Per-example OT cost [B] = sum(P * C) of the Sinkhorn plan with K = exp(-C/eps).
+
+    The official loop updates the teacher potential first (v = b / K^T u), then the student's; the
+    shared log-domain Sinkhorn updates its first marginal first, so it runs on the transposed problem.
+    Marginals are renormalised to sum to 1 (as officially); padding has zero mass. ``gradient``:
+    "unrolled" (official: through the iterations) or "implicit" (see `_emo_sinkhorn`).
+    """
+    a = s_mass / s_mass.sum(-1, keepdim=True).clamp_min(1e-12)
+    b = t_mass / t_mass.sum(-1, keepdim=True).clamp_min(1e-12)
+    plan = sinkhorn_plan(cost.transpose(1, 2), b, a, eps, n_iters, gradient, tol).transpose(1, 2)
+    return (plan * cost).sum((1, 2))
+
+
+def ira_losses(student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
+               rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Per-example IRA [B]: sum over layer pairs of 1 - CKA between the head-mean attention rows.
+
+    student_attentions[k] [B, H, S, S] is paired with teacher_attentions[k] [B, H, T, T]; rows[b] =
+    (teacher query positions, student query positions), the same count m. Each row spans all keys
+    (padding keys hold 0 and do not change CKA). m <= 1 gives exactly 1 with no gradient (official).
+    """
+    per_example = []
+    for b, (t_rows, s_rows) in enumerate(rows):
+        total = student_attentions[0].new_zeros((), dtype=torch.float64)
+        for s_att, t_att in zip(student_attentions, teacher_attentions):
+            if len(s_rows) == 0:
+                total = total + 1.0
+                continue
+            X = s_att[b, :, s_rows, :].mean(0)
+            Y = t_att[b, :, t_rows, :].mean(0)
+            total = total + (1.0 - linear_cka(X, Y))
+        per_example.append(total)
+    return torch.stack(per_example)
+
+
+def emo_total(ce: torch.Tensor, ira: torch.Tensor, otis: torch.Tensor, kd_rate: float = 0.5,
+              ira_weight: float = 0.1, ira_batch_mean: bool = False) -> dict[str, torch.Tensor]:
+    """(1 - kd_rate) CE + kd_rate (ira_weight IRA + OTIS); IRA [B] is summed over the batch as in the
+    official code (quirk 5) unless ``ira_batch_mean``; OTIS [B] is averaged."""
+    ira_term = ira.mean() if ira_batch_mean else ira.sum()
+    otis_term = otis.mean()
+    loss = (1.0 - kd_rate) * ce + kd_rate * (ira_weight * ira_term.to(ce.dtype) + otis_term)
+    return {"loss": loss, "ce": ce, "ira": ira_term, "otis": otis_term}
+
+
+def emo_loss(student_logits: torch.Tensor, targets: torch.Tensor, student_hidden: torch.Tensor,
+             projected_teacher_hidden: torch.Tensor, s_mask: torch.Tensor, t_mask: torch.Tensor,
+             teacher_last_attention: torch.Tensor, mass_source: torch.Tensor,
+             student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
+             ira_rows: list[tuple[list[int], list[int]]], *, kd_rate: float = 0.5, ira_weight: float = 0.1,
+             sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 100, sinkhorn_gradient: str = "implicit",
+             sinkhorn_tol: float | None = 1e-5, ira_batch_mean: bool = False,
+             fix_student_mass: bool = False) -> dict[str, torch.Tensor]:
+    """EMO on tensors (classification variant).
+
+    student_logits [B, C] class logits, targets [B]; student_hidden [B, S, d_s] and the teacher's last
+    hidden state already projected to d_s [B, T, d_s]; s_mask [B, S], t_mask [B, T];
+    teacher_last_attention [B, H_t, T, T] (teacher's last layer); mass_source [B, S] long (teacher
+    position per student position, -1 none, see `_emo_tokens.mass_sources`); student_attentions /
+    teacher_attentions: the IRA layer pairs; ira_rows[b] = (teacher rows, student rows), positions in
+    the padded sequences. Returns {"loss", "ce", "ira", "otis"}.
+    """
+    ce = F.cross_entropy(student_logits.float(), targets)
+    t_mass = teacher_mass(teacher_last_attention, t_mask)
+    s_mass = student_mass(t_mass, t_mask, mass_source, s_mask, fix=fix_student_mass)
+    cost = attention_cost(student_hidden, projected_teacher_hidden, t_mask)
+    otis = otis_loss(cost, s_mass, t_mass, sinkhorn_eps, sinkhorn_iters, sinkhorn_gradient, sinkhorn_tol)
+    ira = ira_losses(student_attentions, teacher_attentions, ira_rows)
+    return emo_total(ce, ira, otis, kd_rate, ira_weight, ira_batch_mean)

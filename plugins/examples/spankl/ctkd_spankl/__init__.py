@@ -1,0 +1,1 @@
+"""ctkd-spankl: the example third-party method plugin of ctkd-bench (see docs/plugins.md)."""

@@ -1,0 +1,179 @@
+"""CDM: weights, DTW merge, the vectorised dynamic map against a sequential loop, KD, end to end."""
+import math
+import random
+
+import pytest
+import torch
+
+from ctkd_bench.align.editdist import edit_distance
+from ctkd_bench.plugins import get_plugin_manager
+from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
+from ctkd_methods import cdm_vocab
+from ctkd_methods.cdm import CDM, alignment_matrices, cdm_distance, cdm_kd_loss, entropy_weights
+
+
+def test_entropy_weights_hand_values():
+    # entropies: 0 (one-hot), ln 2, ln 4 -> normalised 0, 0.5, 1 -> int(3 sigmoid(4h - 2) + 3)
+    big = 1e4
+    logits = torch.tensor([[big, 0, 0, 0], [big, big, 0, 0], [0.0, 0, 0, 0]])
+    assert entropy_weights(logits).tolist() == [3, 4, 5]
+    assert entropy_weights(torch.zeros(2, 5)).tolist() == [4, 4]      # equal entropies: middle
+    assert entropy_weights(torch.randn(1, 7)).tolist() == [4]          # one content token
+
+
+def test_merge_matrices_many_to_one_both_ways():
+    # teacher "ca" "t" vs student "cat": both teacher rows average onto the one student step
+    m_t, m_s = alignment_matrices(torch.tensor([[1.0], [2.0]]), torch.ones(2), torch.ones(1))
+    assert m_t.tolist() == [[0.5, 0.5]] and m_s.tolist() == [[1.0]]
+    # teacher "cat" vs student "ca" "t": one step averaging both student rows
+    m_t, m_s = alignment_matrices(torch.tensor([[1.0, 2.0]]), torch.ones(1), torch.ones(2))
+    assert m_t.tolist() == [[1.0]] and m_s.tolist() == [[0.5, 0.5]]
+
+
+def test_merge_follows_weighted_dtw():
+    # costs favour (0,0) (1,1) (2,1): student row 1 takes teacher rows 1 and 2
+    cost = torch.tensor([[0.0, 5.0], [5.0, 0.0], [5.0, 1.0]])
+    m_t, m_s = alignment_matrices(cost, torch.tensor([3, 4, 5]), torch.tensor([3, 3]))
+    assert m_s.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert m_t.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]
+
+
+# -- the dynamic map against the official sequential semantics ------------------------------------
+def norm_dist(a, b):
+    return 0.0 if len(a) + len(b) == 0 else edit_distance(a, b) / (len(a) + len(b))
+
+
+def loop_map(src_top, cand_top, exact, src_str, tgt_str, thr):
+    """Row-major over slots; a found candidate overwrites the per-sample map; ties -> lowest id."""
+    mapper = {}
+    for g, row in enumerate(src_top):
+        for x in row:
+            if exact[x] >= 0:
+                continue
+            best, best_d = None, math.inf
+            for c in sorted(set(cand_top[g]) - {-1}):
+                d = norm_dist(src_str[x], tgt_str[c])
+                if d < thr and d < best_d:
+                    best, best_d = c, d
+            if best is not None:
+                mapper[x] = best
+    return [[exact[x] if exact[x] >= 0 else mapper.get(x, -1) for x in row] for row in src_top]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dynamic_map_equals_sequential_loop(seed):
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcde") for _ in range(rng.randint(0, 5))) for _ in range(40)]
+    src_str, tgt_str = words[:20], words[20:] + ["abc", "abd"]
+    exact = torch.tensor([tgt_str.index(s) if s in tgt_str else -1 for s in src_str])
+    missing = torch.nonzero(exact < 0)[:, 0].tolist()
+    near = cdm_vocab.near_candidates(src_str, tgt_str, missing, 0.3, specials=frozenset())
+    G, K = 6, 5
+    src_top = torch.tensor([rng.sample(range(len(src_str)), K) for _ in range(G)])
+    cand_top = torch.tensor([rng.sample(range(len(tgt_str)), K) for _ in range(G)])
+    cand_top[cand_top % 7 == 3] = -1                     # some removed candidates
+    got = cdm_vocab.dynamic_map(src_top[None], cand_top[None], exact, near, torch.ones(1, G, dtype=torch.bool))
+    want = loop_map(src_top.tolist(), cand_top.tolist(), exact.tolist(), src_str, tgt_str, 0.3)
+    assert got[0].tolist() == want
+
+
+def test_near_candidates_order_and_threshold():
+    near = cdm_vocab.near_candidates(["abcd"], ["abcx", "abcd ", "zz", "abce", "abcd"], [0], 0.3)
+    # "abcd" 0, "abcd " 1/9, then "abcx" and "abce" at 1/8 by id; "zz" is too far
+    assert near[0].tolist() == [4, 1, 0, 3]
+
+
+# -- the distance ------------------------------------------------------------------------------------
+def test_official_distance_by_hand_and_true_kl():
+    x, y = torch.tensor([[[0.0, 1.0]]]), torch.tensor([[[1.0, 0.0]]])
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    T = 2.0
+    p = torch.softmax(y[0, 0], -1)
+    want = (p * (T * T * torch.log_softmax(y[0, 0], -1) - torch.log_softmax(x[0, 0] / T, -1))).sum() / 2
+    assert cdm_distance(x, y, valid, T).item() == pytest.approx(want.item())
+    q = torch.softmax(y[0, 0] / T, -1)
+    kl = (q * (q.log() - torch.log_softmax(x[0, 0] / T, -1))).sum() * T * T
+    assert cdm_distance(x, y, valid, T, true_kl=True).item() == pytest.approx(kl.item())
+
+
+def test_padded_steps_do_not_count():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    flat = cdm_distance(torch.cat([x[0, :2], x[1, :1]])[None], torch.cat([y[0, :2], y[1, :1]])[None],
+                        torch.ones(1, 3, dtype=torch.bool), 2.0)
+    assert cdm_distance(x, y, valid, 2.0).item() == pytest.approx(flat.item())
+
+
+def identity_tables(v):
+    ids = torch.arange(v)
+    empty = torch.full((v, 1), -1)
+    return {"tea2stu": ids, "stu2tea": ids, "near_t2s": empty, "near_s2t": empty}
+
+
+def test_identical_vocabularies_map_exactly_and_fixed_loss_vanishes():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(1, 3, 12, generator=g)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    fixed = dict(fix_swapped_roles=True, fix_distance=True, fix_mask_leak=True, fix_candidate_filter=True)
+    kd, mapped = cdm_kd_loss(z, z.clone(), valid, identity_tables(12), top_k=4, **fixed)
+    assert kd.item() == pytest.approx(0.0, abs=1e-6) and mapped.item() == 1.0
+
+
+def test_gradients_student_only_and_faithful_target_carries_gradient():
+    g = torch.Generator().manual_seed(2)
+    z_s = torch.randn(1, 3, 12, generator=g, requires_grad=True)
+    z_t = torch.randn(1, 3, 12, generator=g, requires_grad=True)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    grads = []
+    for fix in (False, True):
+        z_s.grad = None
+        kd, _ = cdm_kd_loss(z_s, z_t, valid, identity_tables(12), top_k=4, fix_swapped_roles=fix)
+        kd.backward()
+        assert z_t.grad is None
+        grads.append(z_s.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
+
+
+# -- the plugin ----------------------------------------------------------------------------------
+def test_registered_under_both_names():
+    pm = get_plugin_manager()
+    assert pm.method("cdm").cls is CDM and pm.method("CMD").cls is CDM
+    assert CDM.aliases == ("cmd",) and CDM.category == "multi-level alignment"
+    assert CDM.needs.teacher_signal_kinds() == ["logits"]
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    pair = toy_pair("instruct")
+    method = CDM()
+    method.prepare(toy_context(pair))
+    return pair, method
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("fixed", [False, True])
+def test_end_to_end_on_toy_pair(prepared, side, fixed):
+    pair, method = prepared
+    if fixed:
+        flags = dict(fix_swapped_roles=True, fix_candidate_filter=True, fix_mask_leak=True,
+                     fix_distance=True, fix_row_shift=True)
+        method = CDM(CDM.make_config(flags))
+        method.tables, method.strings, method.specials = prepared[1].tables, prepared[1].strings, prepared[1].specials
+    batch = toy_batch(pair, n=3, padding_side=side)
+    pair.student.zero_grad(set_to_none=True)
+    student, teacher = toy_forward(pair, method, batch)
+    out = method.loss(batch, student, teacher)
+    assert torch.isfinite(out["loss"]) and 0.0 < out["mapped_frac"].item() <= 1.0
+    assert out["loss"].item() == pytest.approx(0.5 * student.ce.item() + 0.5 * out["kd"].item(), rel=1e-5)
+    (out["loss"] - 0.5 * student.ce).backward()
+    assert sum(p.grad.abs().sum() for p in pair.student.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in pair.teacher.parameters())
+
+
+def test_batch_of_one_with_an_empty_response(prepared):
+    pair, method = prepared
+    batch = toy_batch(pair, examples=[{"id": "e", "prompt": "Reverse: cat\nAnswer:", "response": ""}])
+    student, teacher = toy_forward(pair, method, batch)
+    out = method.loss(batch, student, teacher)
+    assert torch.isfinite(out["loss"])

@@ -1,0 +1,304 @@
+"""EMO: token maps by hand, the tensor loss against a per-example restatement of the official loops,
+and the plugin on the toy encoder pair."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ctkd_bench.errors import ConfigError
+from ctkd_bench.method import MethodContext, ModelDims
+from ctkd_bench.plugins import PluginInfo, validate_method_class
+from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
+from ctkd_methods import _emo_tokens as tok
+from ctkd_methods._emo_loss import attention_received
+from ctkd_methods._emo_sinkhorn import sinkhorn_plan
+from ctkd_methods.emo import EMO, emo_loss, ira_layer_pairs
+
+# -- token-string work -----------------------------------------------------------------------------
+
+
+def test_reciprocal_map_by_hand():
+    teacher = ["▁the", "▁cat", "s", "▁sat"]
+    student = ["the", "cats", "sat", "x"]
+    # t->s: ▁the->the, ▁cat->cats, s->the? no: d(s,sat)=2, d(s,x)=1 -> x; ▁sat->sat
+    # s->t: the->▁the, cats->▁cat (d 2 vs ▁sat 3), sat->▁sat, x->s
+    assert tok.reciprocal_map(teacher, student) == {"▁the": "the", "▁cat": "cats", "s": "x", "▁sat": "sat"}
+    assert tok.reciprocal_map(["ab"], ["ab", "b"]) == {"ab": "ab"}           # exact match first
+    assert tok.reciprocal_map(["ab", "cb"], ["xb"]) == {"ab": "xb"}          # tie: first occurrence
+
+
+def test_otis_token_map_and_mass_sources():
+    teacher = ["<s>", "▁an", "s", "▁dog", "</s>"]
+    student = ["[CLS]", "ans", "dog", "dog", "[SEP]"]
+    mapping = tok.otis_token_map(teacher, student, "<s>", "[CLS]")
+    assert mapping == {"<s>": "[CLS]", "▁an": "ans", "s": "ans", "▁dog": "dog", "</s>": "ans"}
+    # later teacher positions overwrite: "ans" takes the last teacher token mapped to it (</s>, 4)
+    assert tok.mass_sources(mapping, teacher, student) == [0, 4, 3, 3, -1]
+
+
+def test_word_excluded_mask_and_top_map():
+    text = "the cat 42 sat"
+    spans = [(0, 0), (0, 3), (3, 7), (7, 10), (10, 14), (14, 14)]
+    assert tok.word_excluded_mask(text, spans) == [False, True, False, True, False, False]
+    mapping = {"a": "A", "b": "B", "c": "C", "d": "D", "e": "E", "f": "F"}   # n = 6 -> keep top 2
+    tokens = ["<s>", "a", "b", "c", "d", "e"]
+    importance = [0.9, 0.1, 0.5, 0.8, 0.7, 0.2]
+    excluded = [False, False, False, True, False, False]
+    assert tok.top_reciprocal_map(mapping, tokens, importance, excluded) == {"d": "D"}  # top: <s>, d
+    assert tok.top_reciprocal_map(mapping, tokens[1:], importance[1:], excluded[1:]) == {"d": "D", "b": "B"}
+
+
+def test_ira_rows_pair_by_order_or_by_mapping():
+    mapping = {"x": "Y", "y": "X"}
+    teacher, student = ["<s>", "x", "y", "x"], ["[CLS]", "X", "Y"]
+    assert tok.ira_rows(mapping, teacher, student) == ([1, 2], [1, 2])               # by order
+    assert tok.ira_rows(mapping, teacher, student, pair_by_mapping=True) == ([1, 2], [2, 1])
+
+
+def test_ira_layer_pairs():
+    assert ira_layer_pairs(2, 2, 1) == [(-1, -1)]
+    assert ira_layer_pairs(2, 5, 2) == [(-2, -4), (-1, -2)]     # lpb 2: teacher layers 1 and 3
+    assert ira_layer_pairs(4, 2, 1) == [(-1, -1)]               # lpb 0: python index -1
+
+
+# -- the tensor loss against the official loops -----------------------------------------------------
+
+
+def official_sinkhorn(C, a, b, eps=0.1, iters=100):
+    K = torch.exp(-C / eps)
+    u = torch.ones(C.shape[0], 1, dtype=C.dtype)
+    v = torch.ones(C.shape[1], 1, dtype=C.dtype)
+    a, b = a.view(-1, 1) / a.sum(), b.view(-1, 1) / b.sum()
+    for _ in range(iters):
+        u_prev = u.clone()
+        v = b / (K.t() @ u + 1e-9)
+        u = a / (K @ v + 1e-9)
+        if (u - u_prev).abs().max() < 1e-9:
+            break
+    P = torch.diag(u.squeeze(1)) @ K @ torch.diag(v.squeeze(1))
+    return (P * C).sum()
+
+
+def official_cka_loss(X, Y, eps=1e-8):
+    X, Y = X.double(), Y.double()
+    X, Y = X - X.mean(0, keepdim=True), Y - Y.mean(0, keepdim=True)
+    num = torch.norm(X.t() @ Y, "fro")
+    return 1 - num / torch.sqrt((torch.norm(X.t() @ X, "fro") + eps) * (torch.norm(Y.t() @ Y, "fro") + eps))
+
+
+def random_attention(g, B, H, L, lengths):
+    logits = torch.randn(B, H, L, L, generator=g)
+    keys = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+    att = logits.masked_fill(~keys[:, None, None, :], -math.inf).softmax(-1)
+    return att * keys[:, None, :, None]
+
+
+def make_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, S, T, ds, dt = 2, 6, 7, 5, 3
+    ls, lt = [6, 4], [7, 5]
+    case = dict(
+        logits=torch.randn(B, 3, generator=g), targets=torch.tensor([2, 0]),
+        s_hidden=torch.randn(B, S, ds, generator=g), t_hidden=torch.randn(B, T, dt, generator=g),
+        W=torch.randn(ds, dt, generator=g) * 0.5, bias=torch.randn(ds, generator=g) * 0.1,
+        s_att=random_attention(g, B, 2, S, ls), t_att=random_attention(g, B, 3, T, lt),
+        source=torch.tensor([[0, 2, -1, 2, 5, 6], [1, 3, 4, -1, -1, -1]]),
+        rows=[([0, 2, 3, 5], [1, 2, 4, 5]), ([1, 4], [0, 3])], ls=ls, lt=lt)
+    return case
+
+
+def brute_emo(c, kd_rate=0.5):
+    ce, ira, otis = 0.0, 0.0, 0.0
+    for b in range(2):
+        ce += -torch.log_softmax(c["logits"][b].double(), -1)[c["targets"][b]] / 2
+        Sb, Tb = c["ls"][b], c["lt"][b]
+        A = c["t_att"][b, :, :Tb, :Tb].mean(0)
+        t_mass = torch.softmax(A.sum(0), 0)
+        raw = torch.tensor([t_mass[j] if j >= 0 else t_mass.min() for j in c["source"][b, :Sb].tolist()])
+        s_mass = torch.softmax(raw, 0)
+        S = c["s_hidden"][b, :Sb]
+        Tp = c["t_hidden"][b, :Tb] @ c["W"].t() + c["bias"]
+        C = 1 - torch.softmax(S @ Tp.t() / math.sqrt(S.shape[1]), dim=1)
+        otis += official_sinkhorn(C.double(), s_mass.double(), t_mass.double()) / 2
+        t_rows, s_rows = c["rows"][b]
+        X = c["s_att"][b, :, s_rows, :Sb].mean(0)
+        Y = c["t_att"][b, :, t_rows, :Tb].mean(0)
+        ira += official_cka_loss(X, Y) if len(s_rows) > 1 else 1.0
+    return (1 - kd_rate) * ce + kd_rate * (0.1 * ira + otis), ira, otis
+
+
+def run_emo(c, **kw):
+    masks_s = (torch.arange(6)[None] < torch.tensor(c["ls"])[:, None]).long()
+    masks_t = (torch.arange(7)[None] < torch.tensor(c["lt"])[:, None]).long()
+    projected = c["t_hidden"] @ c["W"].t() + c["bias"]
+    return emo_loss(c["logits"], c["targets"], c["s_hidden"], projected, masks_s, masks_t, c["t_att"],
+                    c["source"], [c["s_att"]], [c["t_att"]], c["rows"], **kw)
+
+
+def test_emo_loss_matches_official_loops():
+    c = make_case()
+    out = run_emo(c)
+    want, ira, otis = brute_emo(c)
+    assert out["ira"].item() == pytest.approx(float(ira), rel=1e-6)
+    assert out["otis"].item() == pytest.approx(float(otis), rel=1e-4)
+    assert out["loss"].item() == pytest.approx(float(want), rel=1e-4)
+
+
+def _to_left(x, lengths):
+    out = torch.zeros_like(x)
+    W = x.shape[1]
+    for b, n in enumerate(lengths):
+        out[b, W - n:] = x[b, :n]
+    return out
+
+
+def test_emo_loss_is_padding_side_invariant():
+    c = make_case(1)
+    right = run_emo(c)["loss"]
+    ls, lt = c["ls"], c["lt"]
+    left = dict(c)
+    left["s_hidden"], left["t_hidden"] = _to_left(c["s_hidden"], ls), _to_left(c["t_hidden"], lt)
+    for key, lens in (("s_att", ls), ("t_att", lt)):   # move queries and keys
+        att = c[key].transpose(1, 2)
+        att = _to_left(att, lens).transpose(1, 2).transpose(1, 3)
+        left[key] = _to_left(att, lens).transpose(1, 3)
+    shift_s = [6 - n for n in ls]
+    shift_t = [7 - n for n in lt]
+    src = torch.where(c["source"] >= 0, c["source"] + torch.tensor(shift_t)[:, None], -1)
+    left["source"] = _to_left(src, ls)
+    left["rows"] = [([r + shift_t[b] for r in t], [r + shift_s[b] for r in s]) for b, (t, s) in enumerate(c["rows"])]
+    masks_s = _to_left(torch.ones(2, 6, dtype=torch.long), ls)
+    masks_t = _to_left(torch.ones(2, 7, dtype=torch.long), lt)
+    projected = left["t_hidden"] @ c["W"].t() + c["bias"]
+    out = emo_loss(left["logits"], left["targets"], left["s_hidden"], projected, masks_s, masks_t,
+                   left["t_att"], left["source"], [left["s_att"]], [left["t_att"]], left["rows"])
+    assert out["loss"].item() == pytest.approx(right.item(), rel=1e-5)
+
+
+def test_quirk_switches_change_what_they_say():
+    c = make_case(2)
+    base = run_emo(c)
+    summed = run_emo(c, ira_batch_mean=True)
+    assert summed["ira"].item() == pytest.approx(base["ira"].item() / 2)
+    assert run_emo(c, fix_student_mass=True)["otis"].item() != pytest.approx(base["otis"].item())
+
+
+def test_degenerate_ira_rows_give_one():
+    c = make_case(3)
+    c["rows"] = [([], []), ([2], [1])]
+    assert run_emo(c)["ira"].item() == pytest.approx(2.0)
+
+
+def test_emo_gradients_reach_student_tensors_only():
+    c = make_case(4)
+    for key in ("logits", "s_hidden", "s_att"):
+        c[key] = c[key].clone().requires_grad_(True)
+    run_emo(c)["loss"].backward()
+    for key in ("logits", "s_hidden", "s_att"):
+        assert c[key].grad is not None and c[key].grad.abs().sum() > 0
+
+
+# -- the plugin ------------------------------------------------------------------------------------
+
+
+def _method(pair, **overrides):
+    method = EMO(EMO.make_config(overrides))
+    ctx = toy_context(pair)
+    method.prepare(ctx)
+    method.modules = method.setup(ctx)
+    return method
+
+
+def test_plugin_contract_and_needs():
+    validate_method_class(EMO, PluginInfo("emo", "ctkd-bench", "0", "ctkd_methods.emo"))
+    assert EMO.category == "multi-level alignment" and EMO.tracks == ("embed",)
+    assert EMO.make_config({}).projector_lr == 1e-3
+    with pytest.raises(ConfigError):
+        EMO.make_config({"ira_layers": 0})
+    pair = toy_pair("embed")
+    ctx = toy_context(pair)
+    ctx.student_dims = ModelDims(100, 8, 2, 2)
+    ctx.teacher_dims = ModelDims(100, 8, 5, 2)
+    method = EMO(EMO.make_config({"ira_layers": 2}))
+    method.prepare(ctx)
+    assert method.needs.attentions == (-4, -2, -1) and EMO.needs.attentions == (-1,)
+    assert isinstance(ctx, MethodContext)
+
+
+def test_plugin_alignment_points_at_the_mapped_tokens():
+    pair = toy_pair("embed")
+    method = _method(pair)
+    batch = toy_batch(pair, 4)   # encoder batches are always right-padded (collate_pair)
+    _, teacher = toy_forward(pair, method, batch)
+    rows, source = method._alignment(batch, attention_received(teacher.attentions[-1], batch.teacher.attention_mask))
+    for b in range(len(batch)):
+        s_pos = batch.student.attention_mask[b].nonzero().view(-1).tolist()
+        t_pos = batch.teacher.attention_mask[b].nonzero().view(-1).tolist()
+        t_tokens = batch.teacher.tokens[b]
+        mapping = tok.otis_token_map(t_tokens, batch.student.tokens[b], "<s>", "[CLS]")
+        for i, p in enumerate(s_pos):
+            j = source[b, p].item()
+            if j >= 0:
+                assert j in t_pos and mapping[t_tokens[t_pos.index(j)]] == batch.student.tokens[b][i]
+        assert (source[b][batch.student.attention_mask[b] == 0] == -1).all()
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_plugin_loss_and_gradients(n):
+    pair = toy_pair("embed")
+    method = _method(pair)
+    batch = toy_batch(pair, n)
+    student, teacher = toy_forward(pair, method, batch)
+    out = method.loss(batch, student, teacher)
+    assert torch.isfinite(out["loss"]) and out["ira"].item() >= 0
+    out["loss"].backward()
+    assert all(p.grad is None for p in pair.teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.modules.parameters())
+    assert pair.student.bert.encoder.layer[-1].attention.self.query.weight.grad.abs().sum() > 0
+    pair.student.zero_grad(set_to_none=True)
+
+
+# -- Sinkhorn gradients ----------------------------------------------------------------------------
+
+
+def _ot_problem(seed, B=3, n=7, m=9):
+    g = torch.Generator().manual_seed(seed)
+    C = 1 - torch.softmax(torch.randn(B, n, m, generator=g) * 2, -1)
+    a = torch.softmax(torch.randn(B, n, generator=g) * 0.2, -1)
+    b = torch.softmax(torch.randn(B, m, generator=g), -1)
+    a[0, -2:] = 0                                   # padding on both marginals
+    b[1, :3] = 0
+    return C, a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_implicit_sinkhorn_gradient_equals_unrolled(seed):
+    C, a, b = _ot_problem(seed)
+    grads = []
+    for mode in ("unrolled", "implicit"):
+        Cg = C.clone().requires_grad_(True)
+        plan = sinkhorn_plan(Cg, a, b, 0.1, 100, gradient=mode)
+        (plan * Cg).sum().backward()
+        grads.append(Cg.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4 * grads[0].abs().max().item())
+
+
+def test_implicit_sinkhorn_gradcheck():
+    C, a, b = _ot_problem(5, B=2, n=4, m=5)        # row 0: two padded rows; row 1: three padded columns
+    C, a, b = C.double().requires_grad_(True), a.double(), b.double()
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)   # equal mass in float64
+    w = torch.rand(C.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.autograd.gradcheck(
+        lambda c: (sinkhorn_plan(c, a, b, 1.0, 400, tol=1e-12) * w).sum(), (C,), eps=1e-6, atol=1e-5)
+
+
+def test_emo_gradient_matches_the_official_unrolled_loop():
+    c = make_case(5)
+    c["s_hidden"] = c["s_hidden"].clone().requires_grad_(True)
+    run_emo(c)["loss"].backward()
+    ours = c["s_hidden"].grad.clone()
+    c["s_hidden"].grad = None
+    brute_emo(c)[0].backward()
+    assert torch.allclose(ours.double(), c["s_hidden"].grad.double(), atol=1e-4 * ours.abs().max().item())

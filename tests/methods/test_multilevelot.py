@@ -1,0 +1,184 @@
+"""MultiLevelOT: the pure terms against a per-row re-derivation of each official version."""
+import pytest
+import torch
+
+from ctkd_bench.plugins import get_plugin_manager
+from ctkd_bench.toy import toy_batch, toy_forward, toy_pair
+from ctkd_methods.multilevelot import MultiLevelOT, multilevelot_terms, row_col_sinkhorn
+
+IGN = -100
+
+
+# -- reference: the official forward re-derived row by row (f = 1) --------------------------------
+def official_window(row):
+    size = sum(1 for v in row if v != IGN)
+    run = 0
+    while run < len(row) and row[run] == IGN:
+        run += 1
+    return (run - 1 if run > 0 else 0), size
+
+
+def reference(s_logits, t_logits, s_labels, t_labels, version, k=50, skip_s=True):
+    def block(logits, labels, drop):
+        sizes, rows = [], []
+        for b in range(logits.shape[0]):
+            start, size = official_window(labels[b].tolist())
+            size -= drop
+            z = logits[b] / (logits[b].std(dim=-1, keepdim=True) + 1e-4)
+            rows.append([torch.softmax(z[start + i], -1) for i in range(size)])
+            sizes.append(size)
+        return rows, sizes
+
+    s_rows, n_s = block(s_logits, s_labels, int(skip_s))
+    t_rows, n_t = block(t_logits, t_labels, 0)
+    width = max(n_s + n_t)
+
+    def dense(rows, vocab):
+        out = torch.zeros(len(rows), width, vocab, dtype=torch.float64)
+        for b, r in enumerate(rows):
+            for i, p in enumerate(r):
+                out[b, i] = p
+        return out
+
+    s, t = dense(s_rows, s_logits.shape[-1]), dense(t_rows, t_logits.shape[-1])
+    if version != "head":
+        s, t = s.sort(-1, descending=True).values, t.sort(-1, descending=True).values
+    s = s[..., torch.argsort(s.sum(dim=(0, 1)), descending=True)][..., :k]
+    t = t[..., torch.argsort(t.sum(dim=(0, 1)), descending=True)][..., :k]
+    v = max(s.shape[-1], t.shape[-1])
+    s = torch.nn.functional.pad(s, (0, v - s.shape[-1]))
+    t = torch.nn.functional.pad(t, (0, v - t.shape[-1]))
+    ad = []
+    for b in range(s.shape[0]):
+        size = min(n_s[b], n_t[b])
+        ad.append(sum((s[b, i] - t[b, i]).abs().sum() for i in range(size)) / size)
+    lg = -(torch.softmax(s, -1) * torch.log_softmax(t, -1)).sum(-1).mean()
+    sd = 0.0
+    for b in range(s.shape[0]):
+        x, y = torch.softmax(t[b] / 2, -1), torch.softmax(s[b] / 2, -1)
+        cost = torch.zeros(width, width, dtype=torch.float64)
+        for i in range(width):
+            for j in range(width):
+                cost[i, j] = (x[i] - y[j]).abs().sum()
+        plan = torch.exp(-cost / 0.1)
+        for _ in range(10):
+            plan = plan / plan.sum(dim=1, keepdim=True)
+            plan = plan / plan.sum(dim=0, keepdim=True)
+        value = (plan * cost).sum()
+        sd = value if version == "v1" else sd + value
+    return {"ad": sum(ad) / len(ad), "lg": lg, "sd": sd}
+
+
+def labels_row(prompt, answer, length, side):
+    body = [IGN] * (1 + prompt) + [3] * answer
+    pad = [IGN] * (length - len(body))
+    return pad + body if side == "left" else body + pad
+
+
+def case(seed, side, v_s=60, v_t=70, s_answers=(3, 4, 2), t_answers=(4, 2, 3)):
+    g = torch.Generator().manual_seed(seed)
+    ls, lt = 9, 10
+    s_labels = torch.tensor([labels_row(1 + b % 2, a, ls, side) for b, a in enumerate(s_answers)])
+    t_labels = torch.tensor([labels_row(2, a, lt, side) for a in t_answers])
+    s_logits = torch.randn(len(s_answers), ls, v_s, generator=g, dtype=torch.float64) * 3
+    t_logits = torch.randn(len(t_answers), lt, v_t, generator=g, dtype=torch.float64) * 3
+    return s_logits, t_logits, s_labels, t_labels
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "head"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_terms_match_the_official_reference(version, side):
+    s_logits, t_logits, s_labels, t_labels = case(1, side)
+    got = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version=version)
+    want = reference(s_logits, t_logits, s_labels, t_labels, version)
+    for key in ("ad", "lg", "sd"):
+        assert got[key].item() == pytest.approx(float(want[key]), rel=1e-7), key
+
+
+def test_small_vocabulary_is_zero_padded_to_k():
+    s_logits, t_logits, s_labels, t_labels = case(2, "right", v_s=12, v_t=30)
+    got = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="v2")
+    want = reference(s_logits, t_logits, s_labels, t_labels, "v2")
+    for key in ("ad", "lg", "sd"):
+        assert got[key].item() == pytest.approx(float(want[key]), rel=1e-7), key
+
+
+def test_v1_and_v2_differ_only_in_the_sinkhorn_batch_reduction():
+    s_logits, t_logits, s_labels, t_labels = case(3, "right", s_answers=(3, 4, 6), t_answers=(4, 2, 3))
+    v1 = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="v1")
+    v2 = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="v2")
+    last = multilevelot_terms(s_logits[2:], t_logits[2:], s_labels[2:], t_labels[2:], version="v2")
+    assert v1["ad"].item() == pytest.approx(v2["ad"].item())
+    assert v1["lg"].item() == pytest.approx(v2["lg"].item())
+    assert v2["sd"].item() > v1["sd"].item()
+    # v1 keeps the last row's value: the same as that row alone (it sets the window width, Lm)
+    assert v1["sd"].item() == pytest.approx(last["sd"].item())
+
+
+def test_identical_inputs_give_zero_absolute_difference():
+    s_logits, _, s_labels, _ = case(4, "right", v_s=60)
+    got = multilevelot_terms(s_logits, s_logits.clone(), s_labels, s_labels, skip_student_eos=False)
+    assert got["ad"].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sinkhorn_columns_sum_to_one_rows_nearly():
+    cost = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plan = row_col_sinkhorn(torch.exp(-cost / 0.1), 10)
+    assert torch.allclose(plan.sum(1), torch.ones(2, 5, dtype=torch.float64))
+    assert torch.allclose(plan.sum(2), torch.ones(2, 5, dtype=torch.float64), atol=1e-2)
+
+
+def test_length_one_response_and_batch_of_one():
+    s_logits, t_logits, s_labels, t_labels = case(5, "left", s_answers=(1,), t_answers=(1,))
+    got = multilevelot_terms(s_logits, t_logits, s_labels, t_labels)
+    # the student's only row predicts EOS and is skipped: no token-level pair, only padding rows
+    assert got["ad"].item() == 0.0
+    assert torch.isfinite(got["lg"]) and torch.isfinite(got["sd"])
+    got = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, skip_student_eos=False)
+    want = reference(s_logits, t_logits, s_labels, t_labels, "v1", skip_s=False)
+    assert got["ad"].item() == pytest.approx(float(want["ad"]), rel=1e-7)
+
+
+def test_padding_row_mask_changes_only_lg_and_sd():
+    s_logits, t_logits, s_labels, t_labels = case(6, "right")
+    plain = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="v2")
+    masked = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="v2", mask_padding_rows=True)
+    assert masked["ad"].item() == pytest.approx(plain["ad"].item())
+    assert masked["lg"].item() != pytest.approx(plain["lg"].item())
+    assert masked["sd"].item() != pytest.approx(plain["sd"].item())
+    fixed = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, fix_double_softmax=True)
+    assert torch.isfinite(fixed["lg"]) and fixed["lg"].item() != pytest.approx(plain["lg"].item())
+
+
+def test_gradient_reaches_student_logits_only():
+    s_logits, t_logits, s_labels, t_labels = case(7, "right")
+    s_logits.requires_grad_(True)
+    t_logits.requires_grad_(True)
+    terms = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, version="head")
+    (terms["ad"] + terms["lg"] + terms["sd"]).backward()
+    assert s_logits.grad.abs().sum() > 0
+    assert t_logits.grad is None
+
+
+def test_registered_and_configured():
+    cls = get_plugin_manager().method("multilevelot").cls
+    assert cls is MultiLevelOT and cls.category == "multi-level alignment"
+    assert cls.needs.teacher_signal_kinds() == ["logits"]
+    assert MultiLevelOT.make_config().version == "v1"
+    with pytest.raises(Exception, match="version"):
+        MultiLevelOT.make_config({"version": "v3"})
+
+
+@pytest.mark.parametrize("version", ["v1", "head"])
+def test_end_to_end_on_toy_pair(version):
+    pair = toy_pair("instruct")
+    method = MultiLevelOT(MultiLevelOT.make_config({"version": version}))
+    batch = toy_batch(pair, n=3, padding_side="left")
+    pair.student.zero_grad(set_to_none=True)
+    student, teacher = toy_forward(pair, method, batch)
+    out = method.loss(batch, student, teacher)
+    want = student.ce + 1.5 * (out["ad"] + 0.1 * out["lg"] + 1e-4 * out["sd"])
+    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    (out["loss"] - student.ce).backward()
+    assert sum(p.grad.abs().sum() for p in pair.student.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in pair.teacher.parameters())

@@ -1,0 +1,20 @@
+"""Versions and machine facts recorded with every cell."""
+from __future__ import annotations
+
+from ctkd_bench.results import collect_versions, machine_info
+
+
+def test_versions_name_the_packages_that_shape_a_result_and_the_method_distribution():
+    versions = collect_versions("pytest")
+    for key in ("ctkd-bench", "torch", "transformers", "lm-eval", "python", "device", "pytest"):
+        assert versions[key], key
+    assert versions["ctkd-bench"] != "not installed"
+    assert collect_versions("no-such-dist-xyz")["no-such-dist-xyz"] == "not installed"
+
+
+def test_machine_info_is_coarse_and_names_no_host():
+    info = machine_info()
+    assert info["cpu_count"] >= 1 and info["device"]
+    import socket
+    host = socket.gethostname()
+    assert len(host) < 4 or host not in str(list(info.values()))
