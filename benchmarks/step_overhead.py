@@ -52,7 +52,7 @@ def main() -> None:
             student = fresh_student(env.student_spec, env.student_tokenizer, 0, env.encoder, env.num_labels)
             meter = BudgetMeter()
             ctx = method_context(env, method, 0, student, meter, cache_root() / "artifacts" / reg.name / env.teacher_key)
-            gens = teacher_generations(env, meter) if method.needs.generations else None
+            gens = teacher_generations(env, method, meter) if method.needs.generations else None
             method.prepare(ctx)
             extra = method.setup(ctx)
             method.modules = extra

@@ -123,6 +123,10 @@ class Method:
     # e.g. CoT2Align's chain-of-thought view: name -> f(example) -> (prompt, response).
     views: ClassVar[Mapping[str, Callable[[dict], tuple[str, str]]]] = {}
     variant: ClassVar[str] = "official"  # which code path the defaults reproduce
+    # With needs.generations: the prompt the teacher continues for each training example
+    # (None: the example's own prompt) and the `generate` settings (empty: greedy).
+    generation_prompt: ClassVar[Callable[[dict], str] | None] = None
+    generation_settings: ClassVar[Mapping[str, Any]] = {}
 
     @dataclass(frozen=True)
     class Config:

@@ -14,24 +14,26 @@ or a special token). Rules:
   trailing special token from the last bytes of the final character, so neither
   gets a group of its own;
 - a group is ``exact`` when both sides hold at least one token and cover exactly
-  the same characters (so both decode to the same text). Groups are inexact only
-  where one side's coverage stops or starts elsewhere (truncation).
+  the same characters (so both decode to the same text); ``start``/``end`` are the
+  characters covered by its non-empty spans (a group of empty tokens only: the
+  empty span where its first token sits). Groups are inexact only where one
+  side's coverage stops or starts elsewhere (truncation), or where one side has
+  no non-empty token at all (e.g. WordPiece on whitespace).
 
 Every token lands in exactly one group and groups are monotone on both sides.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 Span = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     """Tokens ``a`` of one side and ``b`` of the other that cover the same text [start, end)."""
     a: range
     b: range
@@ -40,66 +42,68 @@ class Group:
     exact: bool
 
 
-def _as_spans(spans) -> list[Span]:
+def _as_array(spans) -> np.ndarray:
     if isinstance(spans, torch.Tensor):
-        return [tuple(x) for x in spans.view(-1, 2).tolist()]
-    return [(int(s), int(e)) for s, e in spans]
+        return spans.detach().cpu().reshape(-1, 2).numpy().astype(np.int64)
+    return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
 
 
-def _group_keys(spans: list[Span], points: list[int]) -> list[int]:
+def _as_spans(spans) -> list[Span]:
+    return [(int(s), int(e)) for s, e in _as_array(spans).tolist()]
+
+
+def _group_keys(spans: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Group key per token: 1 + index of the interval between common points its span starts in.
 
     Empty tokens take the key of the token before them (leading ones: of the first
     non-empty token); a side without any non-empty token gets key 0 throughout.
     """
-    keys = [0] * len(spans)
-    first = next((i for i, (s, e) in enumerate(spans) if e > s), None)
-    if first is None:
-        return keys
-    prev = bisect.bisect_right(points, spans[first][0]) + 1
-    for i, (s, e) in enumerate(spans):
-        if e > s:
-            prev = bisect.bisect_right(points, s) + 1
-        keys[i] = prev
-    return keys
+    nonempty = spans[:, 1] > spans[:, 0]
+    if not nonempty.any():
+        return np.zeros(len(spans), dtype=np.int64)
+    keys = np.searchsorted(points, spans[:, 0], side="right") + 1
+    idx = np.where(nonempty, np.arange(len(spans)), -1)
+    idx = np.maximum.accumulate(idx)                          # last non-empty token so far
+    idx[idx < 0] = int(np.argmax(nonempty))                   # leading empties: the first one
+    return keys[idx]
 
 
-def _cover(spans: list[Span], idx: range) -> tuple[int, int, int]:
-    """(min start, max end, chars covered) of the non-empty spans in idx."""
-    lo, hi, total = None, None, 0
-    for i in idx:
-        s, e = spans[i]
-        if e > s:
-            lo = s if lo is None else min(lo, s)
-            hi = e if hi is None else max(hi, e)
-            total += e - s
-    return (lo if lo is not None else -1), (hi if hi is not None else -1), total
+def _coverage(spans: np.ndarray, keys: np.ndarray, groups: np.ndarray):
+    """Per group key: (first start, last end, characters covered) of the non-empty spans; -1 if none."""
+    nonempty = spans[:, 1] > spans[:, 0]
+    k = np.searchsorted(groups, keys[nonempty])
+    lo = np.full(len(groups), -1, dtype=np.int64)
+    hi = np.full(len(groups), -1, dtype=np.int64)
+    total = np.zeros(len(groups), dtype=np.int64)
+    lo[k[::-1]] = spans[nonempty, 0][::-1]                    # first occurrence wins
+    hi[k] = spans[nonempty, 1]                                # last occurrence wins
+    np.add.at(total, k, spans[nonempty, 1] - spans[nonempty, 0])
+    return lo, hi, total
 
 
 def span_groups(spans_a, spans_b) -> list[Group]:
     """Groups of tokens of side a and side b that cover the same characters (see module doc)."""
-    A, B = _as_spans(spans_a), _as_spans(spans_b)
-    cuts_a = {p for s, e in A if e > s for p in (s, e)}
-    cuts_b = {p for s, e in B if e > s for p in (s, e)}
-    points = sorted(cuts_a & cuts_b)
+    A, B = _as_array(spans_a), _as_array(spans_b)
+    ne_a, ne_b = A[:, 1] > A[:, 0], B[:, 1] > B[:, 0]
+    points = np.intersect1d(A[ne_a].ravel(), B[ne_b].ravel())
     ka, kb = _group_keys(A, points), _group_keys(B, points)
-    keys = sorted(set(ka) | set(kb))
-    groups = []
-    ia = ib = 0
-    for k in keys:
-        ja, jb = ia, ib
-        while ja < len(A) and ka[ja] == k:
-            ja += 1
-        while jb < len(B) and kb[jb] == k:
-            jb += 1
-        ra, rb = range(ia, ja), range(ib, jb)
-        ca, cb = _cover(A, ra), _cover(B, rb)
-        exact = bool(ra) and bool(rb) and ca == cb and ca[2] == max(ca[1] - ca[0], 0)
-        starts = [A[i][0] for i in ra] + [B[i][0] for i in rb]
-        ends = [A[i][1] for i in ra] + [B[i][1] for i in rb]
-        groups.append(Group(ra, rb, min(starts), max(ends), exact))
-        ia, ib = ja, jb
-    return groups
+    keys = np.union1d(ka, kb)
+    a_lo, a_hi = np.searchsorted(ka, keys, "left"), np.searchsorted(ka, keys, "right")
+    b_lo, b_hi = np.searchsorted(kb, keys, "left"), np.searchsorted(kb, keys, "right")
+    ca, cb = _coverage(A, ka, keys), _coverage(B, kb, keys)
+    exact = ((a_hi > a_lo) & (b_hi > b_lo) & (ca[0] == cb[0]) & (ca[1] == cb[1]) & (ca[2] == cb[2])
+             & (ca[2] == np.maximum(ca[1] - ca[0], 0)))
+    big = np.iinfo(np.int64).max
+    lo = np.minimum(np.where(ca[0] >= 0, ca[0], big), np.where(cb[0] >= 0, cb[0], big))
+    hi = np.maximum(ca[1], cb[1])
+    if (lo == big).any():                                     # groups of empty tokens only
+        first = np.where(a_hi > a_lo, A[np.minimum(a_lo, max(len(A) - 1, 0)), 0] if len(A) else 0,
+                         B[np.minimum(b_lo, max(len(B) - 1, 0)), 0] if len(B) else 0)
+        lo = np.where(lo == big, first, lo)
+        hi = np.where(hi < 0, first, hi)
+    start, end = lo.tolist(), hi.tolist()
+    return [Group(range(p, q), range(r, s), st, en, ex) for p, q, r, s, st, en, ex in zip(
+        a_lo.tolist(), a_hi.tolist(), b_lo.tolist(), b_hi.tolist(), start, end, exact.tolist())]
 
 
 def one_to_one(groups: Sequence[Group]) -> list[Group]:
@@ -113,29 +117,29 @@ def covering_ranges(student_spans, teacher_spans) -> tuple[torch.Tensor, torch.T
     Empty teacher tokens between overlapping ones, and right after the last one
     (later bytes of the same character), are included. A student token with an empty
     span takes the range of the student token before it; leading and trailing empty
-    student tokens (specials) are unmapped: lo == hi == 0.
+    student tokens (specials, padding) are unmapped: lo == hi == 0, as is a student
+    token that no teacher token overlaps.
     """
-    S, T = _as_spans(student_spans), _as_spans(teacher_spans)
-    t_idx = [j for j, (s, e) in enumerate(T) if e > s]
-    t_start = [T[j][0] for j in t_idx]
-    t_end = [T[j][1] for j in t_idx]
-    s_nonempty = [i for i, (s, e) in enumerate(S) if e > s]
-    last = s_nonempty[-1] if s_nonempty else -1
-    lo, hi = [0] * len(S), [0] * len(S)
-    prev = (0, 0)
-    for i, (s, e) in enumerate(S):
-        if e > s:
-            a = bisect.bisect_right(t_end, s)       # first teacher token ending after s
-            b = bisect.bisect_left(t_start, e)      # first teacher token starting at/after e
-            if a < b:
-                l_, h_ = t_idx[a], (t_idx[b] if b < len(t_idx) else t_idx[-1] + 1)
-                prev = (l_, h_)
-            else:
-                prev = (0, 0)
-            lo[i], hi[i] = prev
-        elif i < last:                               # internal: a later byte of a character
-            lo[i], hi[i] = prev
-    return torch.tensor(lo, dtype=torch.long), torch.tensor(hi, dtype=torch.long)
+    S, T = _as_array(student_spans), _as_array(teacher_spans)
+    t_idx = np.nonzero(T[:, 1] > T[:, 0])[0]
+    lo = np.zeros(len(S), dtype=np.int64)
+    hi = np.zeros(len(S), dtype=np.int64)
+    s_ne = S[:, 1] > S[:, 0]
+    if len(t_idx) and s_ne.any():
+        t_start, t_end = T[t_idx, 0], T[t_idx, 1]
+        first = np.searchsorted(t_end, S[:, 0], side="right")    # first teacher token ending after s
+        stop = np.searchsorted(t_start, S[:, 1], side="left")    # first teacher token starting at/after e
+        hit = s_ne & (first < stop)
+        nxt = np.append(t_idx, t_idx[-1] + 1)                    # index after the last overlapping one
+        lo = np.where(hit, t_idx[np.minimum(first, len(t_idx) - 1)], 0)
+        hi = np.where(hit, nxt[np.minimum(stop, len(t_idx))], 0)
+        last = np.nonzero(s_ne)[0][-1]
+        src = np.where(s_ne, np.arange(len(S)), -1)
+        src = np.maximum.accumulate(src)                         # internal empties: previous token
+        inner = ~s_ne & (src >= 0) & (np.arange(len(S)) < last)
+        lo = np.where(inner, lo[np.maximum(src, 0)], lo)
+        hi = np.where(inner, hi[np.maximum(src, 0)], hi)
+    return torch.from_numpy(lo.astype(np.int64)), torch.from_numpy(hi.astype(np.int64))
 
 
 @dataclass

@@ -40,6 +40,8 @@ import json
 import weakref
 from typing import Sequence
 
+import numpy as np
+
 Span = tuple[int, int]
 METASPACE = "\u2581"
 
@@ -48,33 +50,32 @@ def tile_spans(offsets: Sequence[Sequence[int]], special: Sequence[int] | None,
                n_chars: int) -> list[Span]:
     """Repair raw token offsets into tiling spans (see module docstring)."""
     n = len(offsets)
-    special = list(special) if special is not None else [0] * n
-    real = [i for i in range(n) if not special[i]]
-    atoms: list[list[int]] = []       # token indices per atom
-    ends: list[int] = []              # max raw end per atom
-    for i in real:
-        s, e = (min(max(int(x), 0), n_chars) for x in offsets[i])
-        e = max(s, e)
-        if atoms and s < ends[-1]:     # overlaps the atom so far: no clean boundary
-            atoms[-1].append(i)
-            ends[-1] = max(ends[-1], e)
-        else:
-            atoms.append([i])
-            ends.append(max(e, ends[-1] if ends else 0))
-    spans: list[Span | None] = [None] * n
-    start = 0
-    for k, members in enumerate(atoms):
-        end = n_chars if k == len(atoms) - 1 else max(start, ends[k])
-        spans[members[0]] = (start, end)
-        for i in members[1:]:
-            spans[i] = (end, end)
-        start = end
-    pos = 0
-    for i in range(n):                 # specials: at the end of the previous token
-        if spans[i] is None:
-            spans[i] = (pos, pos)
-        pos = spans[i][1]
-    return spans  # type: ignore[return-value]
+    if n == 0:
+        return []
+    raw = np.asarray(offsets, dtype=np.int64).reshape(n, 2).clip(0, n_chars)
+    is_special = np.zeros(n, dtype=bool) if special is None else np.asarray(special, dtype=bool)
+    real = np.nonzero(~is_special)[0]
+    spans = np.zeros((n, 2), dtype=np.int64)
+    if len(real):
+        s = raw[real, 0]
+        e = np.maximum(raw[real, 1], s)
+        reach = np.maximum.accumulate(e)                        # max raw end so far
+        new_atom = np.ones(len(real), dtype=bool)
+        new_atom[1:] = s[1:] >= reach[:-1]                    # no overlap with anything before
+        atom = np.cumsum(new_atom) - 1
+        last = np.append(np.nonzero(new_atom)[0][1:] - 1, len(real) - 1)   # last member per atom
+        atom_end = reach[last]
+        atom_end[-1] = n_chars                                # trailing text to the last atom
+        atom_start = np.concatenate([[0], atom_end[:-1]])
+        start = np.where(new_atom, atom_start[atom], atom_end[atom])
+        spans[real, 0], spans[real, 1] = start, atom_end[atom]
+    ends = np.zeros(n, dtype=np.int64)                        # specials: end of the token before
+    ends[real] = spans[real, 1]
+    has_real_before = np.cumsum(~is_special) > 0
+    pos = np.maximum.accumulate(np.where(~is_special, ends, 0))
+    pos = np.where(has_real_before, pos, 0)
+    spans[is_special, 0] = spans[is_special, 1] = pos[is_special]
+    return [(int(a), int(b)) for a, b in spans.tolist()]
 
 
 _INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -56,7 +56,9 @@ def command(ctx, methods, check_all, tracks, only, overrides, seed, no_overhead,
         raise UsageError("--set applies to one method; check one method at a time")
     reports = []
     for name in names:
-        pm.method(name)  # unknown names: one-line error with a suggestion
+        cls = pm.method(name).cls  # unknown names: one-line error with a suggestion
+        if config:
+            cls.make_config(config)  # a bad field is a usage error, not a failed check
         report = check_method(name, config=config or None, tracks=tracks or None, only=only or None,
                               seed=seed, overhead=not no_overhead)
         reports.append(report)

@@ -192,8 +192,8 @@ def _cell(recs: list[CellRecord], col: Column) -> Cell:
     if not ok:
         if failed or broken:
             why = fmt.first_line(failed[0].reason) if failed else "non-finite metric"
-            return Cell("failed", f"failed: {why}", note=f"{len(failed) + len(broken)} of "
-                        f"{len(recs)} seeds failed")
+            note = f"{len(failed) + len(broken)} of {len(recs)} seeds failed" if len(recs) > 1 else ""
+            return Cell("failed", f"failed: {why}", note=note)
         return Cell("n/a", f"n/a: {fmt.first_line(na[0].reason)}")
     values = [r.primary_value for r in ok]
     est = mean_ci(values)

@@ -104,12 +104,15 @@ def method_context(env: TrackEnv, method, seed: int, student, meter, artifact_di
         meter=meter)
 
 
-def teacher_generations(env: TrackEnv, meter: BudgetMeter) -> list[str]:
-    prompts = [e["prompt"] for e in env.train]
+def teacher_generations(env: TrackEnv, method, meter: BudgetMeter) -> list[str]:
+    """The teacher's generations for the training prompts (cached; charged to every cell that uses them)."""
+    make_prompt = method.generation_prompt or (lambda example: example["prompt"])
+    prompts = [make_prompt(e) for e in env.train]
     with bar(total=len(prompts), desc="teacher generations") as pb:
         texts, tokens, _ = cached_generations(env.cache.root, env.teacher_key, env.teacher, env.teacher_tokenizer,
-                                              prompts, env.track.max_new_tokens, progress=pb.update)
-    meter.generated_tokens += tokens  # charged to every cell that uses them, cached or not
+                                              prompts, env.track.max_new_tokens, progress=pb.update,
+                                              settings=dict(method.generation_settings))
+    meter.generated_tokens += tokens
     return texts
 
 
@@ -121,7 +124,7 @@ def run_cell(env: TrackEnv, method, seed: int, artifact_dir, progress_desc: str 
     student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels)
     with meter.phase("prepare"):
         ctx = method_context(env, method, seed, student, meter, artifact_dir)
-        generations = teacher_generations(env, meter) if method.needs.generations else None
+        generations = teacher_generations(env, method, meter) if method.needs.generations else None
         if generations is not None:
             ctx.state["generations"] = generations
         method.prepare(ctx)

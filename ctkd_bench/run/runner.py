@@ -7,14 +7,11 @@ a rerun with the same ``--out`` skips finished cells (and failed ones unless
 from __future__ import annotations
 
 import dataclasses
-import platform
 import sys
 import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
 
 from .. import __version__
 from ..defaults import cache_root
@@ -22,29 +19,13 @@ from ..method import Needs, config_as_dict
 from ..plugins import RegisteredMethod, get_plugin_manager
 from ..specs import CellSpec, SuiteSpec
 from ..evaluate.lmeval import PRIMARY
+from ..results.provenance import collect_versions, machine_info
 from .cell import evaluate_model, run_cell
 from .environment import SuiteEnvironment
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def versions() -> dict:
-    import transformers
-    try:
-        import lm_eval
-        lm_eval_version = getattr(lm_eval, "__version__", "")
-    except Exception:  # lm-eval import problems must not hide the run
-        lm_eval_version = "unavailable"
-    return {"ctkd-bench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "lm-eval": lm_eval_version, "python": platform.python_version()}
-
-
-def machine() -> dict:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": torch.get_num_threads(), "device": device}
 
 
 def union_needs(methods: list[RegisteredMethod]) -> Needs:
@@ -67,6 +48,7 @@ class Runner:
         self.suite, self.out, self.methods, self.seeds = suite, Path(out), methods, seeds
         self.retry_failed, self.echo = retry_failed, echo
         self.store = RunStore(self.out)
+        self.store.ensure_writable()
         self.env = SuiteEnvironment(suite, cache_root())
         self.timings: dict[str, float] = {}
         self.counts = {"ok": 0, "failed": 0, "n/a": 0, "skipped": 0}
@@ -81,7 +63,7 @@ class Runner:
                 "suite_hash": self.suite.hash, "track": cell.track, "pair": cell.pair, "role": role,
                 "method": cell.method, "seed": cell.seed, "spec": cell.to_dict(),
                 "primary_metric": primary, "higher_is_better": higher, "metrics": {}, "costs": {},
-                "lm_eval": {}, "versions": versions(), "machine": machine(), "reason": None}
+                "lm_eval": {}, "versions": collect_versions(), "machine": machine_info(), "reason": None}
 
     def method_fields(self, reg: RegisteredMethod, config) -> dict:
         cls = reg.cls
@@ -111,7 +93,7 @@ class Runner:
             "profile": self.suite.profile,
             "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version}
                         for i in pm.plugins.values()],
-            "machine": machine(), "versions": versions(), "pair_diagnostics": diagnostics, "created_at": now()})
+            "machine": machine_info(), "versions": collect_versions(), "pair_diagnostics": diagnostics, "created_at": now()})
 
     def run(self) -> None:
         from .progress import quiet_libraries
@@ -182,7 +164,8 @@ class Runner:
             self.counts["skipped"] += 1
             return
         record = self.base_record(cell, "method")
-        record.update(self.method_fields(reg, config), started_at=now())
+        record.update(self.method_fields(reg, config), started_at=now(),
+                      versions=collect_versions(reg.plugin.distribution))
         if track.task not in reg.cls.tracks:
             record.update(status="n/a", reason=f"{reg.name} supports tracks {', '.join(reg.cls.tracks)}, "
                                                f"not {track.task}")

@@ -11,9 +11,17 @@ from ..util import atomic_write_json, stable_hash
 
 @torch.no_grad()
 def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 32,
-                       progress=None) -> tuple[list[str], int]:
-    """Greedy continuations of `prompts` (BOS + prompt, left-padded); returns texts and generated-token count."""
+                       progress=None, settings: dict | None = None, seed: int = 0) -> tuple[list[str], int]:
+    """Continuations of `prompts` (BOS + prompt, left-padded): greedy unless `settings` ask to sample
+    (then seeded, so the cache is reproducible). Returns texts and the generated-token count."""
     model.eval()
+    settings = {"do_sample": False, **(settings or {})}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, settings)
+
+
+def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, settings):
     texts, n_tokens = [], 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -25,8 +33,8 @@ def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int
         for i, c in enumerate(chunk):
             ids[i, width - len(c):] = torch.tensor(c)
             mask[i, width - len(c):] = 1
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **settings)
         new = out[:, width:]
         for row in new:
             keep = row.tolist()
@@ -40,13 +48,15 @@ def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 
 def cached_generations(cache_root: Path, teacher_key: str, model, tokenizer, prompts: list[str],
-                       max_new_tokens: int, progress=None) -> tuple[list[str], int, bool]:
+                       max_new_tokens: int, progress=None, settings: dict | None = None) -> tuple[list[str], int, bool]:
     """Generations from the cache, or generated now and stored. Returns (texts, tokens, was_cached)."""
-    key = stable_hash({"teacher": teacher_key, "prompts": prompts, "max_new_tokens": max_new_tokens})
+    key = stable_hash({"teacher": teacher_key, "prompts": prompts, "max_new_tokens": max_new_tokens,
+                       "settings": dict(settings or {})})
     path = Path(cache_root) / teacher_key / "generations" / f"{key}.json"
     if path.exists():
         data = json.loads(path.read_text())
         return data["texts"], data["tokens"], True
-    texts, tokens = generate_responses(model, tokenizer, prompts, max_new_tokens, progress=progress)
+    texts, tokens = generate_responses(model, tokenizer, prompts, max_new_tokens, progress=progress,
+                                       settings=settings)
     atomic_write_json(path, {"texts": texts, "tokens": tokens})
     return texts, tokens, False

@@ -8,8 +8,9 @@ result becomes ``method.modules``), then per step a `PairBatch` from
 family ``toy_pair("embed")`` (Unigram teacher, WordPiece student).
 
 Teacher generations (``needs.generations``) are faked with the gold response:
-the toy teacher is untrained, and the kit tests plumbing, not quality. Each
-example handed to a view function carries it under `GENERATION_KEY`.
+the toy teacher is untrained, and the kit tests plumbing, not quality. As in the
+core, each example handed to a view function carries the generation under
+`GENERATION_KEY` (the gold response when the method declares no generations).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import torch
 from ..batch import PairBatch, StudentOutputs, TeacherSignals
 from ..data.collate import collate_pair
 from ..defaults import CAUSAL_TRACKS, ENCODER_TRACKS
+from ..teacher.signals import live_teacher_signals
 from ..toy import ToyPair, toy_context, toy_pair
+from ..train.budget import BudgetMeter
 from ..train.forward import student_forward
 
 GENERATION_KEY = "generation"
@@ -95,9 +98,11 @@ class Harness:
         self.seed = seed
         self.pair: ToyPair = toy_pair(FAMILY_PAIR[self.family])
         self.artifact_dir = Path(tempfile.mkdtemp(prefix="ctkd-check-"))
-        self.ctx = dataclasses.replace(toy_context(self.pair, self.artifact_dir, seed), track=track)
-        if self.needs.generations:
-            self.ctx.train_examples = [self.with_generation(ex) for ex in self.ctx.train_examples]
+        # as the core builds it: teacher tensors only when declared, a fresh budget meter
+        self.ctx = dataclasses.replace(
+            toy_context(self.pair, self.artifact_dir, seed), track=track, meter=BudgetMeter(),
+            teacher_embeddings=self.pair.head.embeddings if self.needs.embeddings else None,
+            teacher_lm_head=self.pair.head.lm_head if self.needs.lm_head else None)
         self.reads: set[str] = set()
         self._student_state = {k: v.detach().clone() for k, v in self.pair.student.state_dict().items()}
 
@@ -125,7 +130,7 @@ class Harness:
 
     # -- data -----------------------------------------------------------------------
     def with_generation(self, example: dict) -> dict:
-        return {**example, GENERATION_KEY: example["response"]} if "response" in example else example
+        return {**example, GENERATION_KEY: example.get("response", "")}
 
     def examples(self, n: int = 4, start: int = 0) -> list[dict]:
         return [dict(ex) for ex in self.pair.examples[start:start + n]]
@@ -135,8 +140,8 @@ class Harness:
         for name, view in self.method_cls.views.items():
             view_examples = []
             for ex in examples:
-                prompt, response = view(self.with_generation(ex) if self.needs.generations else ex)
-                view_examples.append({"id": ex.get("id", ""), "prompt": prompt, "response": response})
+                prompt, response = view(self.with_generation(ex))
+                view_examples.append(dict(ex, prompt=prompt, response=response))
             batch.views[name] = self._collate(view_examples, padding_side)
         return batch
 
@@ -157,8 +162,6 @@ class Harness:
 
     def teacher_signals(self, batch: PairBatch, generations: list[str] | None = None) -> TeacherSignals:
         """The declared signals on `batch` and on each of its views (faked generations: gold)."""
-        from ..teacher.signals import live_teacher_signals
-
         if generations is None and self.needs.generations and not self.pair.encoder:
             generations = [text[start:] for text, start in zip(batch.texts, batch.prompt_chars)]
         main = live_teacher_signals(self.pair.teacher, batch.teacher, self.needs, self.pair.head,

@@ -13,6 +13,9 @@ from .harness import Harness, seed_everything
 from .padding import to_left_padding
 from .results import CheckFailed
 
+CAUSAL_EDGES = ("empty_response", "all_empty_responses", "length1_response", "empty_prompt", "batch_of_1")
+ENCODER_EDGES = ("empty_text", "length1_text", "batch_of_1")
+EDGE_CHECKS = CAUSAL_EDGES[:-1] + ENCODER_EDGES  # display order, each name once
 # A response of exactly one token for both toy tokenizers (checked by the kit's tests).
 ONE_TOKEN_RESPONSE = " the"
 ONE_TOKEN_TEXT = "a"
@@ -22,18 +25,16 @@ def edge_cases(h: Harness) -> dict[str, list[dict]]:
     """Degenerate batches a training run meets sooner or later, by check name."""
     ex = h.examples(2)
     if h.family == "encoder":
-        return {
-            "empty_text": [ex[0], {**ex[1], "text": ""}],
-            "length1_text": [{**ex[0], "text": ONE_TOKEN_TEXT}, {**ex[1], "text": ONE_TOKEN_TEXT}],
-            "batch_of_1": ex[:1],
-        }
-    return {
-        "empty_response": [ex[0], {**ex[1], "response": ""}],
-        "all_empty_responses": [{**e, "response": ""} for e in ex],
-        "length1_response": [{**e, "response": ONE_TOKEN_RESPONSE} for e in ex],
-        "empty_prompt": [{**e, "prompt": ""} for e in ex],
-        "batch_of_1": ex[:1],
-    }
+        cases = [[ex[0], {**ex[1], "text": ""}],
+                 [{**e, "text": ONE_TOKEN_TEXT} for e in ex],
+                 ex[:1]]
+        return dict(zip(ENCODER_EDGES, cases))
+    cases = [[ex[0], {**ex[1], "response": ""}],
+             [{**e, "response": ""} for e in ex],
+             [{**e, "response": ONE_TOKEN_RESPONSE} for e in ex],
+             [{**e, "prompt": ""} for e in ex],
+             ex[:1]]
+    return dict(zip(CAUSAL_EDGES, cases))
 
 
 def run_loss_and_backward(h: Harness, method, examples, padding_side: str = "right") -> float:
@@ -71,12 +72,11 @@ def check_padding_invariance(h: Harness, method) -> str:
     was_training = modules.training if isinstance(modules, torch.nn.Module) else False
     if isinstance(modules, torch.nn.Module):
         modules.eval()  # dropout masks follow positions; compare the deterministic function
-    try:
-        with torch.no_grad():
-            seed_everything(h.seed)
-            right_loss = validate_loss_output_nograd(method.loss(step.batch, step.student, step.teacher))
-            seed_everything(h.seed)
-            left_loss = validate_loss_output_nograd(method.loss(left.batch, left.student, left.teacher))
+    try:  # with grad enabled: some losses call autograd themselves (e.g. gradient-magnitude weighting)
+        seed_everything(h.seed)
+        right_loss = validate_loss_output(method.loss(step.batch, step.student, step.teacher)).detach()
+        seed_everything(h.seed)
+        left_loss = validate_loss_output(method.loss(left.batch, left.student, left.teacher)).detach()
     finally:
         if isinstance(modules, torch.nn.Module):
             modules.train(was_training)
@@ -88,13 +88,6 @@ def check_padding_invariance(h: Harness, method) -> str:
                           "values enter a sum, mean, max or normalisation")
     how = "either way" if left.batch.student.padding_side == "left" else "with noise at the padding"
     return f"loss {right_loss.item():.6g} {how}"
-
-
-def validate_loss_output_nograd(out) -> torch.Tensor:
-    """Like `validate_loss_output` for a call under no_grad (no grad requirement)."""
-    if not isinstance(out, dict) or "loss" not in out:
-        raise CheckFailed("loss() did not return a dict with 'loss'", "see the loss check")
-    return out["loss"].detach().float()
 
 
 def _run_once(h: Harness, method, examples):

@@ -10,8 +10,7 @@ from . import contract, robustness
 from .harness import Harness, families
 from .results import FAIL, INFO, PASS, SKIP, CheckFailed, CheckResult, ConformanceReport, explain_exception
 
-CAUSAL_EDGES = ("empty_response", "all_empty_responses", "length1_response", "empty_prompt", "batch_of_1")
-ENCODER_EDGES = ("empty_text", "length1_text", "batch_of_1")
+CAUSAL_EDGES, ENCODER_EDGES = robustness.CAUSAL_EDGES, robustness.ENCODER_EDGES
 # name -> what it asserts (shown by `ctkd-bench check --list` and in the docs)
 CHECKS = {
     "registration": "class attributes valid: name, category, summary, paper, tracks, needs, Config, views",
@@ -23,8 +22,7 @@ CHECKS = {
     "padding_left": "a left-padded batch gives a finite loss and finite gradients",
     "padding_invariance": "moving padding right -> left and filling it with noise leaves the loss unchanged",
     **{name: f"degenerate batch ({name.replace('_', ' ')}): finite loss and gradients"
-       for name in ("empty_response", "all_empty_responses", "length1_response", "empty_prompt",
-                    "empty_text", "length1_text", "batch_of_1")},
+       for name in robustness.EDGE_CHECKS},
     "determinism": "two fresh instances under one seed give identical modules, loss and gradients",
     "overhead": "step time vs SFT, measured and reported (never fails)",
 }
@@ -164,7 +162,7 @@ def conformance_cases(method) -> list[ConformanceCase]:
     for family, track in families(cls.tracks):
         edges = CAUSAL_EDGES if family == "causal" else ENCODER_EDGES
         for check in CHECKS:
-            if check in ("registration", "overhead") or (check in CAUSAL_EDGES + ENCODER_EDGES and check not in edges):
+            if check in ("registration", "overhead") or (check in robustness.EDGE_CHECKS and check not in edges):
                 continue
             cases.append(ConformanceCase(method, family, track, check))
     return cases

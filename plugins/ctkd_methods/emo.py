@@ -55,6 +55,7 @@ from functools import lru_cache
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
+from ctkd_bench.data.collate import encode_encoder
 
 from . import _emo_tokens as tok
 from ._emo_loss import attention_received, emo_loss  # noqa: F401  (emo_loss: the pure loss)
@@ -72,9 +73,10 @@ def ira_layer_pairs(n_student: int, n_teacher: int, k: int) -> list[tuple[int, i
     return pairs
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=1 << 17)
 def _maps(t_tokens: tuple, s_tokens: tuple, t_plain: tuple, s_plain: tuple, specials: tuple):
-    """Importance-independent token work of one example (cached: examples recur across epochs)."""
+    """Importance-independent token work of one example; `prepare` fills this cache for the training
+    sentences, so a training step only looks it up (a truncated sentence is computed on first use)."""
     reciprocal = tok.reciprocal_map(list(t_plain), list(s_plain))
     otis_map = tok.otis_token_map(list(t_tokens), list(s_tokens), *specials)
     return reciprocal, tok.mass_sources(otis_map, list(t_tokens), list(s_tokens))
@@ -130,6 +132,19 @@ class EMO(Method):
         t_special = ctx.teacher_tokenizer.bos_token or ctx.teacher_tokenizer.cls_token or "<s>"
         s_special = ctx.student_tokenizer.cls_token or ctx.student_tokenizer.bos_token or "[CLS]"
         self._specials = (t_special, s_special)
+        for example in ctx.train_examples:   # one-off: the MinED maps of every training sentence
+            t_tokens = self._tokens(ctx.teacher_tokenizer, example["text"])
+            s_tokens = self._tokens(ctx.student_tokenizer, example["text"])
+            self._example_maps(t_tokens, s_tokens)
+
+    @staticmethod
+    def _tokens(tokenizer, text: str) -> tuple:
+        """The token strings `collate_pair` gives an encoder sentence (before any truncation)."""
+        return tuple(tokenizer.convert_ids_to_tokens(encode_encoder(tokenizer, text, 1 << 30).ids))
+
+    def _example_maps(self, t_tokens: tuple, s_tokens: tuple):
+        return _maps(t_tokens, s_tokens, tuple(t for t in t_tokens if t not in self._special_t),
+                     tuple(s for s in s_tokens if s not in self._special_s), self._specials)
 
     def setup(self, ctx):
         return torch.nn.Linear(ctx.teacher_dims.hidden_size, ctx.student_dims.hidden_size)
@@ -138,24 +153,24 @@ class EMO(Method):
         """Per example: IRA rows (padded positions) and the OTIS mass source [B, S]."""
         c = self.config
         s_side, t_side = batch.student, batch.teacher
-        source = torch.full(s_side.input_ids.shape, -1, dtype=torch.long)
+        mask_s, mask_t = s_side.attention_mask.tolist(), t_side.attention_mask.tolist()
+        offsets_t, received = t_side.offsets.tolist(), received.tolist()
+        source = [[-1] * len(row) for row in mask_s]
         rows = []
-        received = received.tolist()
         for b in range(len(batch)):
-            pos_s = s_side.attention_mask[b].nonzero().view(-1).tolist()
-            pos_t = t_side.attention_mask[b].nonzero().view(-1).tolist()
+            pos_s = [i for i, m in enumerate(mask_s[b]) if m]
+            pos_t = [i for i, m in enumerate(mask_t[b]) if m]
             s_tokens, t_tokens = tuple(s_side.tokens[b]), tuple(t_side.tokens[b])
-            reciprocal, src = _maps(t_tokens, s_tokens,
-                                    tuple(t for t in t_tokens if t not in self._special_t),
-                                    tuple(s for s in s_tokens if s not in self._special_s), self._specials)
+            reciprocal, src = self._example_maps(t_tokens, s_tokens)
             excluded = [False] * len(t_tokens)
             if c.stopword_filter:
-                excluded = tok.word_excluded_mask(batch.texts[b], t_side.offsets[b, pos_t].tolist())
+                excluded = tok.word_excluded_mask(batch.texts[b], [offsets_t[b][p] for p in pos_t])
             top = tok.top_reciprocal_map(reciprocal, list(t_tokens), [received[b][p] for p in pos_t], excluded)
             t_rows, s_rows = tok.ira_rows(top, list(t_tokens), list(s_tokens), c.ira_pair_by_mapping)
             rows.append(([pos_t[i] for i in t_rows], [pos_s[i] for i in s_rows]))
-            source[b, pos_s] = torch.tensor([pos_t[j] if j >= 0 else -1 for j in src], dtype=torch.long)
-        return rows, source.to(s_side.input_ids.device)
+            for p, j in zip(pos_s, src):
+                source[b][p] = pos_t[j] if j >= 0 else -1
+        return rows, torch.tensor(source, dtype=torch.long, device=s_side.input_ids.device)
 
     def loss(self, batch, student, teacher):
         if self._pairs is None:
@@ -169,7 +184,8 @@ class EMO(Method):
                        last_attention, source, [student.attentions[s] for s, _ in self._pairs],
                        [teacher.attentions[t] for _, t in self._pairs], rows, kd_rate=c.kd_rate,
                        ira_weight=c.ira_weight, sinkhorn_eps=c.sinkhorn_eps, sinkhorn_iters=c.sinkhorn_iters,
-                       sinkhorn_gradient=c.sinkhorn_gradient, sinkhorn_tol=c.sinkhorn_tol, ira_batch_mean=c.ira_batch_mean, fix_student_mass=c.fix_student_mass)
+                       sinkhorn_gradient=c.sinkhorn_gradient, sinkhorn_tol=c.sinkhorn_tol,
+                       ira_batch_mean=c.ira_batch_mean, fix_student_mass=c.fix_student_mass)
         n_rows = torch.tensor(float(sum(len(r[1]) for r in rows)) / max(len(rows), 1))
         return {**{k: (v if k == "loss" else v.detach()) for k, v in out.items()}, "ira_rows": n_rows}
 

@@ -173,3 +173,51 @@ def test_identical_tokenizers_give_one_to_one_everywhere(family):
     assert len(groups) == sum(1 for s, e in spans if e > s)
     _, spans = encode_with_spans(tok, "the cat sat on the mat")
     assert len(one_to_one(span_groups(spans, spans))) == len(spans)
+
+
+def reference_groups(A, B):
+    """The grouping rules written out token by token (no vectorisation)."""
+    A, B = [tuple(x) for x in A], [tuple(x) for x in B]
+    points = sorted({p for s, e in A if e > s for p in (s, e)} & {p for s, e in B if e > s for p in (s, e)})
+
+    def keys(S):
+        out, prev = [], None
+        first = next((s for s, e in S if e > s), None)
+        for s, e in S:
+            if e > s:
+                prev = sum(p <= s for p in points) + 1
+            out.append(prev if prev is not None else (sum(p <= first for p in points) + 1 if first is not None
+                                                      else 0))
+        return out
+
+    ka, kb = keys(A), keys(B)
+    out = []
+    for k in sorted(set(ka) | set(kb)):
+        ra = [i for i, x in enumerate(ka) if x == k]
+        rb = [j for j, x in enumerate(kb) if x == k]
+        ca = [A[i] for i in ra if A[i][1] > A[i][0]]
+        cb = [B[j] for j in rb if B[j][1] > B[j][0]]
+        chars_a = sorted(c for s, e in ca for c in range(s, e))
+        chars_b = sorted(c for s, e in cb for c in range(s, e))
+        contiguous = chars_a == list(range(chars_a[0], chars_a[-1] + 1)) if chars_a else True
+        exact = bool(ra) and bool(rb) and chars_a == chars_b and contiguous
+        cover = ca + cb
+        first = (A[ra[0]] if ra else B[rb[0]])[0]
+        start = min(s for s, _ in cover) if cover else first
+        end = max(e for _, e in cover) if cover else first
+        before_a, before_b = sum(x < k for x in ka), sum(x < k for x in kb)
+        out.append((range(before_a, before_a + len(ra)), range(before_b, before_b + len(rb)), start, end, exact))
+    return out
+
+
+SPANLISTS = st.lists(st.integers(0, 3), max_size=8).map(      # widths; 0 = an empty span
+    lambda w: [(sum(w[:i]), sum(w[:i + 1])) for i in range(len(w))])
+
+
+@FAST
+@given(A=SPANLISTS, B=SPANLISTS, shift=st.integers(0, 2))
+def test_span_groups_match_the_token_by_token_rules(A, B, shift):
+    B = [(s + shift, e + shift) for s, e in B]           # also sides that start at different places
+    got = [(g.a, g.b, g.start, g.end, g.exact) for g in span_groups(A, B)]
+    assert got == reference_groups(A, B)
+    check_partition(span_groups(A, B), len(A), len(B))

@@ -77,7 +77,7 @@ class NoDefault(Good):
 
 BadCategory = _variant("BadCategory", category="distillation")
 SetupReturnsDict = _variant("SetupReturnsDict", setup=lambda self, ctx: {"proj": torch.nn.Linear(2, 2)})
-AliasesTeacher = _variant("AliasesTeacher", setup=lambda self, ctx: torch.nn.ParameterDict(
+AliasesTeacher = _variant("AliasesTeacher", needs=Needs(lm_head=True), setup=lambda self, ctx: torch.nn.ParameterDict(
     {"head": torch.nn.Parameter(ctx.teacher_lm_head)}), loss=lambda self, b, s, t: {"loss": s.ce})
 UnusedModule = _variant("UnusedModule", loss=lambda self, b, s, t: {"loss": s.ce})
 VectorLoss = _variant("VectorLoss", loss=_loss_with(lambda self, out, b, s, t: {**out, "loss": out["loss"].repeat(len(b))}))

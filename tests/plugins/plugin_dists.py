@@ -65,6 +65,18 @@ def write_dist_info(root: Path, dist: str, module: str, code: str, entry_points:
     return root
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The ``ctkd-bench`` CLI in-process: (exit code, stdout, stderr)."""
+    from ctkd_bench.cli import main
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @contextmanager
 def on_sys_path(*paths: Path):
     """Make distributions in `paths` visible in-process; forget them (and the plugin cache) after."""

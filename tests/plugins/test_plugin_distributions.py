@@ -5,6 +5,7 @@ One session-wide install (``pip install --target``) holds the example distributi
 ``ctkd-bench new-method``; see plugin_dists.py for why nothing touches the global
 environment.
 """
+import csv
 import json
 import sys
 
@@ -13,20 +14,9 @@ import pytest
 from ctkd_bench.cli import main
 from ctkd_bench.plugins import PluginManager
 from ctkd_bench.scaffold import render
-from plugin_dists import EXAMPLE, Site, copy_source, on_sys_path, pip_install_target, write_dist_info
+from plugin_dists import EXAMPLE, Site, copy_source, on_sys_path, pip_install_target, run_cli, write_dist_info
 
 THROWAWAY = "throwaway-kd"
-
-
-def run_cli(capsys, *args):
-    """The CLI in-process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="session")
@@ -138,13 +128,18 @@ def test_new_method_refuses_to_overwrite(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_example_method_runs_on_tiny_and_is_in_the_report(site, tmp_path):
-    """Needs the runner and the report (`ctkd-bench run` / `report`)."""
+    """The installed example trains on every causal track of `tiny` and is ranked in the report."""
     runs, report = tmp_path / "runs", tmp_path / "report"
     done = site.run("ctkd-bench", "run", "tiny", "--profile", "test", "--methods", "spankl,sft",
                     "--seeds", "0", "--out", str(runs), timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(runs / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "spankl"]
+    by_track = {r["track"]: r["status"] for r in rows}
+    assert {by_track.get(t) for t in ("lm", "math", "instruct")} == {"ok"}, rows
+    assert by_track.get("embed", "n/a") != "ok"  # spankl declares causal tracks only
     done = site.run("ctkd-bench", "report", str(runs), "--out", str(report))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    texts = {p.name: p.read_text(errors="replace") for p in report.rglob("*") if p.suffix in (".md", ".html")}
-    assert texts, f"no report pages in {report}"
-    assert any("spankl" in t and "sft" in t for t in texts.values()), sorted(texts)
+    leaderboard = (report / "leaderboard.md").read_text(encoding="utf-8")
+    assert "spankl" in leaderboard and "ctkd-spankl 0.1.0" in leaderboard
+    assert "spankl" in (report / "index.html").read_text(encoding="utf-8")

@@ -1,8 +1,14 @@
 """The conformance kit: good methods pass, each broken method fails the check made for it."""
+import json
+import types
+
 import pytest
 import torch
 
 import kit_methods as km
+from ctkd_bench import hookimpl
+from ctkd_bench.plugins import PluginManager
+from plugin_dists import run_cli
 from ctkd_bench.testing import CHECKS, ConformanceError, check_method, conformance_cases
 from ctkd_bench.testing.harness import Harness
 from ctkd_bench.testing.padding import roll_rows, to_left_padding
@@ -120,3 +126,33 @@ def test_conformance_cases_cover_each_check_of_each_family():
     bad = [c for c in conformance_cases(km.VectorLoss) if c.check == "loss" and c.family == "causal"][0]
     with pytest.raises(AssertionError, match="shape"):
         bad.run()
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The CLI sees a plugin manager holding the kit's test methods."""
+    module = types.ModuleType("kit_plugin")
+    module.ctkd_register_methods = hookimpl(lambda register: [register(c) for c in (km.Good, km.VectorLoss)])
+    pm = PluginManager(load_entry_points=False)
+    pm.add(module)
+    monkeypatch.setattr("ctkd_bench.plugins.get_plugin_manager", lambda: pm)
+    monkeypatch.setattr("ctkd_bench.testing.runner.get_plugin_manager", lambda: pm)
+    return pm
+
+
+def test_cli_check_exits_1_and_prints_what_to_fix(registry, capsys):
+    code, out, _ = run_cli(capsys, "check", "kit-vectorloss", "--only", "loss", "--track", "causal")
+    assert code == 1
+    assert "FAIL  causal   loss" in out and "fix: reduce over positions" in out
+
+
+def test_cli_check_config_overrides_and_json(registry, capsys):
+    code, out, _ = run_cli(capsys, "check", "kit-good", "--only", "loss", "--track", "causal",
+                           "--set", "weight=2.5", "--json")
+    assert code == 0
+    (report,) = json.loads(out)
+    assert report["ok"] and [r["check"] for r in report["results"]] == ["setup", "loss"]
+    code, _, err = run_cli(capsys, "check", "kit-good", "--set", "wieght=1")
+    assert code == 2 and "unknown config field (did you mean 'weight'?)" in err
+    code, _, err = run_cli(capsys, "check", "kit-good", "--only", "vibes")
+    assert code == 2 and "unknown check(s) vibes" in err
