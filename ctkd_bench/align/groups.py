@@ -56,12 +56,13 @@ def _group_keys(spans: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Group key per token: 1 + index of the interval between common points its span starts in.
 
     Empty tokens take the key of the token before them (leading ones: of the first
-    non-empty token); a side without any non-empty token gets key 0 throughout.
+    non-empty token); on a side without any non-empty token, each token is placed by
+    its own position.
     """
     nonempty = spans[:, 1] > spans[:, 0]
-    if not nonempty.any():
-        return np.zeros(len(spans), dtype=np.int64)
     keys = np.searchsorted(points, spans[:, 0], side="right") + 1
+    if not nonempty.any():
+        return np.maximum.accumulate(keys) if len(keys) else keys
     idx = np.where(nonempty, np.arange(len(spans)), -1)
     idx = np.maximum.accumulate(idx)                          # last non-empty token so far
     idx[idx < 0] = int(np.argmax(nonempty))                   # leading empties: the first one

@@ -6,10 +6,17 @@ official code, see shared/methods/README.md):
 - ``kernel="div"``: K = exp(-C / eps) (EMO, MultiLevelOT; eps = 0.1 is sharp);
 - ``kernel="mul"``: K = exp(-eps * C) (CoT2Align's code; eps = 0.1 is nearly uniform).
 
-The iterations run on log-potentials (f, g) with logsumexp, so small eps does not
-underflow; entries with zero marginal mass are masked out (their plan rows/columns
-are exactly 0), which is how padded positions are handled. Gradients flow through
-the iterations (no detach), as in the official loops.
+The iterations run on log-potentials (f, g), so small eps does not underflow;
+entries with zero marginal mass are masked out (their plan rows/columns are
+exactly 0), which is how padded positions are handled. Gradients flow through the
+iterations (no detach), as in the official loops.
+
+Deviations from the official scaling loops (``u = a / (K v + 1e-9)`` etc.): no 1e-9
+in the denominators (the log domain needs none), an optional marginal-error stop
+(`tol`) instead of EMO's ``max |u - u_prev| < 1e-9``; the update order is a choice:
+by default each iteration updates f (rows) then g (columns), so the column
+marginals are exact on exit; ``rows_last=True`` updates g then f, like EMO's code
+(v, then u), so the row marginals are exact on exit.
 """
 from __future__ import annotations
 
@@ -40,12 +47,13 @@ def _log_kv(Kt: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, n_iters: int = 100,
-             kernel: str = "div", tol: float | None = None) -> torch.Tensor:
+             kernel: str = "div", tol: float | None = None, rows_last: bool = False) -> torch.Tensor:
     """Entropic transport plan [B, n, m] between marginals a [B, n] and b [B, m] (log-domain).
 
     Each row of `a` and `b` should carry the same total mass (e.g. both sum to 1);
-    zero entries are masked. `tol`: stop early once the row-marginal error
-    sum_i |P 1 - a|_i is below tol for every batch row.
+    zero entries are masked. `tol`: stop early once the error of the marginal that
+    is not exact by construction (rows a by default, columns b with `rows_last`) sums
+    to less than tol in every batch row.
 
     The potentials f, g are updated as ``f = log a - LSE_j(log K + g)`` and
     ``g = log b - LSE_i(log K + f)``. When every valid kernel entry is safely
@@ -67,17 +75,28 @@ def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, n
         logk = torch.where(pair, logk, torch.full_like(logk, _NEG))
     f = torch.zeros_like(a)
     g = torch.zeros_like(b)
-    for _ in range(n_iters):
+    def update_f(g):
         if fast:
-            f = log_a - _log_kv(Kt, g)
-            g = log_b - _log_kv(K, f)
+            return log_a - _log_kv(Kt, g)
+        return log_a - torch.logsumexp(logk + g.unsqueeze(-2), dim=-1)
+
+    def update_g(f):
+        if fast:
+            return log_b - _log_kv(K, f)
+        return log_b - torch.logsumexp(logk + f.unsqueeze(-1), dim=-2)
+
+    for _ in range(n_iters):
+        if rows_last:
+            g = update_g(f)
+            f = update_f(g)
         else:
-            f = log_a - torch.logsumexp(logk + g.unsqueeze(-2), dim=-1)
-            g = log_b - torch.logsumexp(logk + f.unsqueeze(-1), dim=-2)
+            f = update_f(g)
+            g = update_g(f)
         if tol is not None:
             with torch.no_grad():
-                rows = torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2)).sum(-1)
-                if float((rows - a).abs().sum(-1).max()) < tol:
+                plan = torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2))
+                err = plan.sum(-2) - b if rows_last else plan.sum(-1) - a    # the inexact side
+                if float(err.abs().sum(-1).max()) < tol:
                     break
     plan = torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2))
     return torch.where(pair, plan, torch.zeros_like(plan))
@@ -86,10 +105,11 @@ def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, n
 def sorted_w1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """ULD distance: sum |sort(p) - sort(q)| over descending-sorted, zero-padded probabilities.
 
-    p [..., Vp], q [..., Vq] -> [...]. Equals the W1 transport cost between the two
-    distributions when moving mass between *any* two different vocabulary entries
-    costs 1 and the entries are matched by rank (Boizard et al., ULD, Eq. 4 / llm-recipes
-    `uld_loss`).
+    p [..., Vp], q [..., Vq] -> [...] (Boizard et al., ULD; llm-recipes `uld_loss`). Pad
+    both vocabularies to V = max(Vp, Vq) with zero-probability entries; moving mass
+    between two different entries costs 1. Then this equals 2 x the smallest optimal
+    transport cost over all one-to-one identifications of the two vocabularies (sorting
+    both is the best identification); tested against an LP over all permutations.
     """
     V = max(p.shape[-1], q.shape[-1])
     ps = torch.sort(p, dim=-1, descending=True).values

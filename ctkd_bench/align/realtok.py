@@ -109,7 +109,13 @@ def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]], patter
 
 
 def _tiktoken_bpe(path: Path, pattern: str, specials: dict[str, int]):
-    """Byte-level BPE equivalent to a tiktoken ranks file: merges ordered by the rank of the result."""
+    """Byte-level BPE from a tiktoken ranks file (base64 token, rank per line).
+
+    tiktoken merges the adjacent pair whose concatenation has the lowest rank; the
+    equivalent merge list has, for every token of two or more bytes, each split into
+    two vocabulary tokens, ordered by the rank of the token (ties between splits of
+    one token by the ranks of the parts).
+    """
     ranks: dict[bytes, int] = {}
     for line in path.read_bytes().splitlines():
         if line.strip():
@@ -141,7 +147,7 @@ def _write_folder(family: str, files: list[Path], out: Path) -> None:
         for f in files:
             shutil.copy(f, out / f.name)
         return
-    if family == "mistral":
+    if family == "mistral":             # transformers converts the SentencePiece model itself
         tmp = out / "_sp"
         tmp.mkdir(exist_ok=True)
         shutil.copy(files[0], tmp / "tokenizer.model")
@@ -161,20 +167,36 @@ def _write_folder(family: str, files: list[Path], out: Path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=raw, **kw).save_pretrained(out)
 
 
+BUILD_VERSION = 1        # bump when the conversion below changes: cached folders are rebuilt
+
+
 @lru_cache(maxsize=None)
 def real_tokenizer(family: str):
-    """HF fast tokenizer of a real family (see module table); TokenizerUnavailable if not installed."""
+    """HF fast tokenizer of a real family (see module table); TokenizerUnavailable if not installed.
+
+    Built once into ``$CTKD_CACHE/realtok/<family>-<hash of the source files>`` and
+    always loaded back with ``AutoTokenizer.from_pretrained``.
+    """
+    import tempfile
+
     from transformers import AutoTokenizer
 
     files = _source_files(family)
-    key = file_hash(files[0], 12)
-    folder = cache_root() / "realtok" / f"{family}-{key}"
+    key = "".join(file_hash(f, 8) for f in files)
+    folder = cache_root() / "realtok" / f"{family}-v{BUILD_VERSION}-{key[:16]}"
     if not (folder / "tokenizer.json").exists():
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _write_folder(family, files, tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            _write_folder(family, files, tmp)
+        except ImportError as err:          # sentencepiece/protobuf missing for the conversion
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TokenizerUnavailable(f"building {family!r} needs {err.name or err}: pip install "
+                                       "sentencepiece protobuf") from err
+        try:
+            tmp.rename(folder)
+        except OSError:                     # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(folder)
 
 

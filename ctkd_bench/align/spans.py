@@ -29,7 +29,13 @@ Rules used to repair them (`tile_spans`):
 2. text in a gap between atoms goes to the following atom (the space belongs to
    the word after it, as ``Ġ``/``▁`` tokens say); leading text goes to the first
    atom, trailing text to the last;
-3. special tokens sit at the end of the atom before them (0 if none).
+3. special tokens sit at the end of the atom before them (0 if none);
+4. (`raw_offsets`) trimmed offsets are recomputed with trimming off, and the bare
+   ``▁`` that SentencePiece-style tokenizers prepend (it stands for no character)
+   is made zero-width instead of sharing the first character.
+
+Checked by hypothesis over arbitrary unicode for byte-level BPE, SentencePiece,
+WordPiece and tiktoken-style tokenizers (tests/align/test_align_spans.py).
 
 When no non-special token exists (empty text, or BERT on whitespace only) the
 text cannot be tiled and every span is empty.

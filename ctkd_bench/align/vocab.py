@@ -128,16 +128,28 @@ def vocab_tokens(tokenizer) -> list[str]:
 
 
 def normalized_vocab(tokenizer) -> list[str]:
-    """Normalised string of every id in range(len(tokenizer)), cached per tokenizer object."""
-    try:
-        return _VOCAB[tokenizer]
-    except (KeyError, TypeError):
-        pass
+    """Normalised string of every id in range(len(tokenizer)), cached per tokenizer object.
+
+    Special and added tokens keep their literal content, except byte-fallback tokens
+    (``<0xNN>``), which some tokenizers register as added tokens.
+    """
+    cached = _VOCAB.get(tokenizer) if _weakrefable(tokenizer) else None
+    if cached is not None and len(cached) == len(tokenizer):
+        return cached
     kind = tokenizer_kind(tokenizer)
     specials = special_ids(tokenizer)
-    out = [t if i in specials else normalize_token(t, kind) for i, t in enumerate(vocab_tokens(tokenizer))]
-    try:
+    out = []
+    for i, t in enumerate(vocab_tokens(tokenizer)):
+        literal = i in specials and not (kind == "metaspace" and _BYTE_TOKEN.match(t))
+        out.append(t if literal else normalize_token(t, kind))
+    if _weakrefable(tokenizer):
         _VOCAB[tokenizer] = out
-    except TypeError:
-        pass
     return out
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+        return True
+    except TypeError:
+        return False

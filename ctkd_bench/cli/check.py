@@ -38,7 +38,7 @@ def command(ctx, methods, check_all, tracks, only, overrides, seed, no_overhead,
     Exits with status 1 when a check fails; each failure says what to fix.
     """
     from ..plugins import get_plugin_manager
-    from ..testing import CHECKS, check_method
+    from ..testing import CHECKS, check_method, families
 
     if list_checks:
         for name, what in CHECKS.items():
@@ -59,6 +59,9 @@ def command(ctx, methods, check_all, tracks, only, overrides, seed, no_overhead,
         cls = pm.method(name).cls  # unknown names: one-line error with a suggestion
         if config:
             cls.make_config(config)  # a bad field is a usage error, not a failed check
+        if tracks and not families(cls.tracks, tracks):
+            raise UsageError(f"{name} declares tracks {', '.join(cls.tracks)}; none matches "
+                             f"--track {' '.join(tracks)}")
         report = check_method(name, config=config or None, tracks=tracks or None, only=only or None,
                               seed=seed, overhead=not no_overhead)
         reports.append(report)

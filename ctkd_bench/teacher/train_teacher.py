@@ -25,6 +25,23 @@ def teacher_folder(cache: Path, spec: ModelSpec, tok_hash: str, examples: list[d
     return cache / "teachers" / f"{spec.name}-{key}"
 
 
+def length_bucketed_batches(encoded: list, batch_size: int, steps: int, rng: random.Random) -> list[list[int]]:
+    """`steps` batches over shuffled epochs; within windows of 50 batches, examples of similar
+    length share a batch (far less padding when tracks of different lengths are mixed)."""
+    batches: list[list[int]] = []
+    window = 50 * batch_size
+    while len(batches) < steps:
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        epoch = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: len(encoded[i][0].ids))
+            epoch += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(epoch)
+        batches += epoch
+    return batches[:steps]
+
+
 def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: bool, num_labels: int,
                   max_length: int, folder: Path, seed: int, progress=None):
     """Train from scratch on `examples` (all tracks this teacher serves); save to `folder`; load it back."""
@@ -34,16 +51,10 @@ def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: boo
         encoded = [(encode_encoder(tokenizer, e["text"], max_length), int(e["label"])) for e in examples]
     else:
         encoded = [(encode_causal(tokenizer, e["prompt"], e["response"], max_length), None) for e in examples]
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=WEIGHT_DECAY)
-    rng = random.Random(seed)
-    order: list[int] = []
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=WEIGHT_DECAY, foreach=True)
+    batches = length_bucketed_batches(encoded, train.batch_size, train.steps, random.Random(seed))
     model.train()
-    for step in range(train.steps):
-        if len(order) < train.batch_size:
-            fresh = list(range(len(encoded)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[:train.batch_size], order[train.batch_size:]
+    for step, idx in enumerate(batches):
         side = pad_side([encoded[i][0] for i in idx], tokenizer)
         for g in opt.param_groups:
             g["lr"] = train.lr * lr_factor(step, train.steps, 0.05, "cosine")
@@ -54,10 +65,10 @@ def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: boo
             loss = causal_ce(out.logits, side.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
         opt.step()
         if progress:
-            progress(1, float(loss))
+            progress(1, loss.item())
     model.eval()
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():

@@ -15,7 +15,6 @@ core, each example handed to a view function carries the generation under
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ..defaults import CAUSAL_TRACKS, ENCODER_TRACKS
 from ..teacher.signals import live_teacher_signals
 from ..toy import ToyPair, toy_context, toy_pair
 from ..train.budget import BudgetMeter
-from ..train.forward import student_forward
+from ..train.trainer import forward_student
 
 GENERATION_KEY = "generation"
 MAX_LEN = 48
@@ -56,14 +55,8 @@ def families(declared_tracks, wanted=None) -> list[tuple[str, str]]:
 
 
 def seed_everything(seed: int) -> None:
-    """What the core seeds before setup and before each step."""
-    random.seed(seed)
+    """Seed what the core seeds (``torch.manual_seed`` per cell): other generators stay unseeded."""
     torch.manual_seed(seed)
-    try:
-        import numpy
-        numpy.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 @dataclass
@@ -103,6 +96,8 @@ class Harness:
             toy_context(self.pair, self.artifact_dir, seed), track=track, meter=BudgetMeter(),
             teacher_embeddings=self.pair.head.embeddings if self.needs.embeddings else None,
             teacher_lm_head=self.pair.head.lm_head if self.needs.lm_head else None)
+        if self.needs.generations:  # the core hands prepare() the generations too (gold, here)
+            self.ctx.state["generations"] = [ex.get("response", "") for ex in self.ctx.train_examples]
         self.reads: set[str] = set()
         self._student_state = {k: v.detach().clone() for k, v in self.pair.student.state_dict().items()}
 
@@ -153,12 +148,8 @@ class Harness:
 
     # -- forward passes ---------------------------------------------------------------
     def student_outputs(self, batch: PairBatch, needs=None) -> StudentOutputs:
-        needs = needs or self.needs
         vocab = None if self.pair.encoder else len(self.pair.student_tokenizer)
-        out = student_forward(self.pair.student, batch.student, needs, vocab, batch.targets)
-        for name, view in batch.views.items():
-            out.views[name] = self.student_outputs(view, needs)
-        return out
+        return forward_student(self.pair.student, batch, needs or self.needs, vocab)
 
     def teacher_signals(self, batch: PairBatch, generations: list[str] | None = None) -> TeacherSignals:
         """The declared signals on `batch` and on each of its views (faked generations: gold)."""

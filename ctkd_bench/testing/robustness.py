@@ -115,12 +115,13 @@ def check_determinism(h: Harness) -> str:
     loss_b, grads_b = _run_once(h, second, examples)
     if not torch.equal(loss_a, loss_b):
         raise CheckFailed(f"loss {loss_a.item():.8g} then {loss_b.item():.8g} under the same seed",
-                          "draw randomness only from torch/random/numpy (seeded by the core); iterate "
-                          "lists or sorted keys, never sets (their order depends on PYTHONHASHSEED)")
+                          "draw randomness only from torch (the core calls torch.manual_seed(seed) per "
+                          "cell; random/numpy stay unseeded); iterate lists or sorted keys, never sets "
+                          "(their order depends on PYTHONHASHSEED)")
     for (name, ga), gb in zip(grads_a.items(), grads_b.values()):
         if (ga is None) != (gb is None) or (ga is not None and not torch.equal(ga, gb)):
             raise CheckFailed(f"gradient of {name} differs between two runs under the same seed",
-                              "see above: remove unseeded randomness and set-order dependence")
+                              "remove unseeded randomness and set-order dependence from loss()")
     return f"loss {loss_a.item():.6g} and all gradients identical across two runs"
 
 

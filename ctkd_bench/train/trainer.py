@@ -39,7 +39,7 @@ def make_optimizer(student: torch.nn.Module, extra: torch.nn.Module | None, lr: 
             groups.append({"params": params, "lr": extra_lr or lr})
     for g in groups:
         g["base_lr"] = g["lr"]
-    return torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY)
+    return torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY, foreach=True)
 
 
 def forward_student(student, batch: PairBatch, needs, vocab_size: int | None) -> StudentOutputs:
@@ -88,7 +88,7 @@ def train(student: torch.nn.Module, method, batches: Iterable[tuple[PairBatch, T
         loss.backward()
         if step == 0 and not any(p.grad is not None for p in student_params):
             raise CellFailure("no gradient reached the student's parameters")
-        norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP, foreach=True)
         if not torch.isfinite(norm):
             raise CellFailure(f"non-finite gradient norm at step {step}")
         opt.step()

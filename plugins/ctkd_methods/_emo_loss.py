@@ -13,8 +13,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ctkd_bench.align.cka import linear_cka
-
 from ._emo_sinkhorn import sinkhorn_plan
 
 
@@ -75,6 +73,25 @@ def otis_loss(cost: torch.Tensor, s_mass: torch.Tensor, t_mass: torch.Tensor, ep
     return (plan * cost).sum((1, 2))
 
 
+def batched_linear_cka(X: torch.Tensor, Y: torch.Tensor, rows: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """`ctkd_bench.align.cka.linear_cka` of every example at once: X [B, m, p], Y [B, m, q], rows [B, m]
+    bool marks the real rows (the rest are padding). Returns [B] similarities (fp64); 0 with m <= 1."""
+    X, Y, w = X.double(), Y.double(), rows.double().unsqueeze(-1)
+    n = w.sum(1, keepdim=True).clamp_min(1)
+    Xc = (X - (X * w).sum(1, keepdim=True) / n) * w
+    Yc = (Y - (Y * w).sum(1, keepdim=True) / n) * w
+    num = torch.linalg.matrix_norm(Xc.transpose(1, 2) @ Yc)
+    den_x = torch.linalg.matrix_norm(Xc.transpose(1, 2) @ Xc) + eps
+    den_y = torch.linalg.matrix_norm(Yc.transpose(1, 2) @ Yc) + eps
+    return num / torch.sqrt(den_x * den_y)
+
+
+def _gather_rows(attention: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Head-mean attention rows: [B, H, L, L] and index [B, m] -> [B, m, L]."""
+    avg = attention.mean(1)
+    return avg.gather(1, index.unsqueeze(-1).expand(-1, -1, avg.shape[-1]))
+
+
 def ira_losses(student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
                rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
     """Per-example IRA [B]: sum over layer pairs of 1 - CKA between the head-mean attention rows.
@@ -83,18 +100,17 @@ def ira_losses(student_attentions: list[torch.Tensor], teacher_attentions: list[
     (teacher query positions, student query positions), the same count m. Each row spans all keys
     (padding keys hold 0 and do not change CKA). m <= 1 gives exactly 1 with no gradient (official).
     """
-    per_example = []
-    for b, (t_rows, s_rows) in enumerate(rows):
-        total = student_attentions[0].new_zeros((), dtype=torch.float64)
-        for s_att, t_att in zip(student_attentions, teacher_attentions):
-            if len(s_rows) == 0:
-                total = total + 1.0
-                continue
-            X = s_att[b, :, s_rows, :].mean(0)
-            Y = t_att[b, :, t_rows, :].mean(0)
-            total = total + (1.0 - linear_cka(X, Y))
-        per_example.append(total)
-    return torch.stack(per_example)
+    B, m = len(rows), max((len(s) for _, s in rows), default=0)
+    device = student_attentions[0].device
+    if m == 0:
+        return torch.full((B,), float(len(student_attentions)), dtype=torch.float64, device=device)
+    t_idx = torch.tensor([t + [0] * (m - len(t)) for t, _ in rows], dtype=torch.long, device=device)
+    s_idx = torch.tensor([s + [0] * (m - len(s)) for _, s in rows], dtype=torch.long, device=device)
+    real = torch.arange(m, device=device) < torch.tensor([len(s) for _, s in rows], device=device).unsqueeze(-1)
+    total = torch.zeros(B, dtype=torch.float64, device=device)
+    for s_att, t_att in zip(student_attentions, teacher_attentions):
+        total = total + 1.0 - batched_linear_cka(_gather_rows(s_att, s_idx), _gather_rows(t_att, t_idx), real)
+    return total
 
 
 def emo_total(ce: torch.Tensor, ira: torch.Tensor, otis: torch.Tensor, kd_rate: float = 0.5,

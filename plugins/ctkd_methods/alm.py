@@ -180,7 +180,6 @@ class ALM(Method):
     def __init__(self, config=None):
         super().__init__(config)
         self._space_s = self._space_t = None
-        self._latents_dims = None
 
     def prepare(self, ctx):
         self._space_s = space_mask(ctx.student_tokenizer, ctx.student_dims.vocab_size)
@@ -205,8 +204,9 @@ class ALM(Method):
         else:
             keep_s, keep_t = s_side.labels != IGNORE_INDEX, t_side.labels != IGNORE_INDEX
         m_s, m_t = loss_memberships(*chunks, keep_s, keep_t)
-        s_tok, s_sp = token_and_space_logprobs(student.logits, s_side.input_ids, self._space_s.to(student.logits.device))
-        t_tok, t_sp = token_and_space_logprobs(teacher.logits, t_side.input_ids, self._space_t.to(teacher.logits.device))
+        s_logits, t_logits = student.logits, teacher.logits
+        s_tok, s_sp = token_and_space_logprobs(s_logits, s_side.input_ids, self._space_s.to(s_logits.device))
+        t_tok, t_sp = token_and_space_logprobs(t_logits, t_side.input_ids, self._space_t.to(t_logits.device))
         return alm_loss(t_tok, t_sp, m_t, s_tok, s_sp, m_s, tau=c.tau, mode=c.alm_mode,
                         threshold=c.threshold, divergence=c.divergence, fix_double_merge=c.fix_double_merge)
 

@@ -82,6 +82,11 @@ def _maps(t_tokens: tuple, s_tokens: tuple, t_plain: tuple, s_plain: tuple, spec
     return reciprocal, tok.mass_sources(otis_map, list(t_tokens), list(s_tokens))
 
 
+@lru_cache(maxsize=1 << 17)
+def _excluded(text: str, spans: tuple) -> list[bool]:
+    return tok.word_excluded_mask(text, list(spans))
+
+
 class EMO(Method):
     name = "emo"
     category = "multi-level alignment"
@@ -132,15 +137,19 @@ class EMO(Method):
         t_special = ctx.teacher_tokenizer.bos_token or ctx.teacher_tokenizer.cls_token or "<s>"
         s_special = ctx.student_tokenizer.cls_token or ctx.student_tokenizer.bos_token or "[CLS]"
         self._specials = (t_special, s_special)
-        for example in ctx.train_examples:   # one-off: the MinED maps of every training sentence
-            t_tokens = self._tokens(ctx.teacher_tokenizer, example["text"])
-            s_tokens = self._tokens(ctx.student_tokenizer, example["text"])
+        for example in ctx.train_examples:   # one-off: the per-sentence token work of the training set
+            text = example["text"]
+            t_tokens, t_spans = self._tokens(ctx.teacher_tokenizer, text)
+            s_tokens, _ = self._tokens(ctx.student_tokenizer, text)
             self._example_maps(t_tokens, s_tokens)
+            if self.config.stopword_filter:
+                _excluded(text, t_spans)
 
     @staticmethod
-    def _tokens(tokenizer, text: str) -> tuple:
-        """The token strings `collate_pair` gives an encoder sentence (before any truncation)."""
-        return tuple(tokenizer.convert_ids_to_tokens(encode_encoder(tokenizer, text, 1 << 30).ids))
+    def _tokens(tokenizer, text: str) -> tuple[tuple, tuple]:
+        """Token strings and spans as `collate_pair` gives an encoder sentence (before any truncation)."""
+        enc = encode_encoder(tokenizer, text, 1 << 30)
+        return tuple(tokenizer.convert_ids_to_tokens(enc.ids)), tuple(tuple(sp) for sp in enc.spans)
 
     def _example_maps(self, t_tokens: tuple, s_tokens: tuple):
         return _maps(t_tokens, s_tokens, tuple(t for t in t_tokens if t not in self._special_t),
@@ -164,7 +173,7 @@ class EMO(Method):
             reciprocal, src = self._example_maps(t_tokens, s_tokens)
             excluded = [False] * len(t_tokens)
             if c.stopword_filter:
-                excluded = tok.word_excluded_mask(batch.texts[b], [offsets_t[b][p] for p in pos_t])
+                excluded = _excluded(batch.texts[b], tuple(tuple(offsets_t[b][p]) for p in pos_t))
             top = tok.top_reciprocal_map(reciprocal, list(t_tokens), [received[b][p] for p in pos_t], excluded)
             t_rows, s_rows = tok.ira_rows(top, list(t_tokens), list(s_tokens), c.ira_pair_by_mapping)
             rows.append(([pos_t[i] for i in t_rows], [pos_s[i] for i in s_rows]))

@@ -69,7 +69,8 @@ def student_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return torch.cat([ce.new_zeros(B, 1), ce], dim=1)
 
 
-def teacher_token_losses(token_logprobs: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_token_losses(token_logprobs: torch.Tensor,
+                         attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher per-token loss at the column of the predicted teacher token, and where it is defined.
 
     token_logprobs [B, T]: entry t = log p_T(input_ids[t+1] | ..t) (HF convention; any padding side).

@@ -1,6 +1,7 @@
 """Shared pieces of the alignment tests: tokenizers per family, text strategies, byte views."""
 from __future__ import annotations
 
+import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,9 @@ TOY_FAMILIES = ("toy-bpe", "toy-unigram", "toy-wordpiece")
 ALL_FAMILIES = TOY_FAMILIES + REAL_FAMILIES
 LOSSLESS = ("toy-bpe", "gpt2", "mistral", "cl100k", "deepseek", "qwen")   # decode(encode(x)) == x
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CTKD_ALIGN_EXAMPLES=500 for a deeper local run; CI keeps the suite fast.
+FAST = settings(max_examples=int(os.environ.get("CTKD_ALIGN_EXAMPLES", "25")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 PIECES = ["Hello", " world", "  ", "   ", "\n", "\n\n", "\t", "\r\n", "😀", "👨‍👩‍👧", "🇫🇷", "東京", "的",
           "café", "e\u0301", "\u0301", "İ", "ﬁ", "ß", "Ǆ", "𝔘", "\x00", "\x1b", "\x7f", "\u200b",

@@ -184,10 +184,9 @@ def reference_groups(A, B):
         out, prev = [], None
         first = next((s for s, e in S if e > s), None)
         for s, e in S:
-            if e > s:
-                prev = sum(p <= s for p in points) + 1
-            out.append(prev if prev is not None else (sum(p <= first for p in points) + 1 if first is not None
-                                                      else 0))
+            if e > s or first is None:          # a side without text: each token by its position
+                prev = max(sum(p <= s for p in points) + 1, prev or 0)
+            out.append(prev if prev is not None else sum(p <= first for p in points) + 1)
         return out
 
     ka, kb = keys(A), keys(B)

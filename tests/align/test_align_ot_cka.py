@@ -142,3 +142,17 @@ def test_sinkhorn_fast_path_equals_logsumexp_path(monkeypatch, dtype):
     monkeypatch.setattr(ot, "_SAFE_LOG_KERNEL", {})
     slow = sinkhorn(cost, a, b, eps=0.05, n_iters=80)
     assert torch.allclose(fast, slow, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_sinkhorn_update_order_decides_which_marginal_is_exact():
+    cost, a, b = random_problem(5, holes=False)
+    cols = sinkhorn(cost, a, b, eps=0.02, n_iters=3)
+    rows = sinkhorn(cost, a, b, eps=0.02, n_iters=3, rows_last=True)
+    assert torch.allclose(cols.sum(-2), b, atol=1e-12) and not torch.allclose(cols.sum(-1), a, atol=1e-4)
+    assert torch.allclose(rows.sum(-1), a, atol=1e-12) and not torch.allclose(rows.sum(-2), b, atol=1e-4)
+    K = torch.exp(-cost[0] / 0.02)                  # EMO's loop: v then u, three times
+    u, v = torch.ones_like(a[0]), torch.ones_like(b[0])
+    for _ in range(3):
+        v = b[0] / (K.T @ u)
+        u = a[0] / (K @ v)
+    assert torch.allclose(rows[0], u[:, None] * K * v[None, :], atol=1e-12)

@@ -158,3 +158,30 @@ def test_token_dtw_big_random_matches_loop(seed):
     total, path = token_dtw(a, b, normalize=None)
     C = np.array([[edit_distance(x, y) for y in b] for x in a], dtype=float)
     assert (total, path) == loop_dtw(C)
+
+
+@pytest.mark.parametrize("integer", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (13, 7), (40, 55)])
+def test_dtw_both_vectorisations_equal_the_loop(integer, shape):
+    from ctkd_bench.align.dtw import _dtw_diagonals, _dtw_rows, dtw_matrix
+
+    rng = np.random.default_rng(sum(shape))
+    C = rng.integers(0, 6, size=shape).astype(float) if integer else rng.random(shape)
+    n, m = shape
+    M = np.full((n + 1, m + 1), np.inf)
+    M[0, 0] = 0
+    for i in range(n):
+        for j in range(m):
+            M[i + 1, j + 1] = C[i, j] + min(M[i, j + 1], M[i + 1, j], M[i, j])
+    assert np.array_equal(dtw_matrix(C), M[1:, 1:])
+    assert np.array_equal(_dtw_diagonals(C), M[1:, 1:])
+    if integer:
+        assert np.array_equal(_dtw_rows(C), M[1:, 1:])
+
+
+def test_byte_fallback_tokens_registered_as_added_tokens_are_still_bytes():
+    tok = get_tokenizer("toy-unigram")              # its trainer registers <0xNN> as special tokens
+    vocab = normalized_vocab(tok)
+    assert vocab[tok.convert_tokens_to_ids("<0x41>")] == "A"
+    assert vocab[tok.convert_tokens_to_ids("<0xF0>")] == "\udcf0"
+    assert vocab[tok.convert_tokens_to_ids("</s>")] == "</s>"

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from ctkd_bench.errors import ConfigError
-from ctkd_bench.method import MethodContext, ModelDims
+from ctkd_bench.method import ModelDims
 from ctkd_bench.plugins import PluginInfo, validate_method_class
 from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
 from ctkd_methods import _emo_tokens as tok
-from ctkd_methods._emo_loss import attention_received
+from ctkd_bench.align.cka import linear_cka
+from ctkd_methods._emo_loss import attention_received, batched_linear_cka
 from ctkd_methods._emo_sinkhorn import sinkhorn_plan
 from ctkd_methods.emo import EMO, emo_loss, ira_layer_pairs
 
@@ -185,6 +186,17 @@ def test_quirk_switches_change_what_they_say():
     assert run_emo(c, fix_student_mass=True)["otis"].item() != pytest.approx(base["otis"].item())
 
 
+def test_batched_cka_equals_the_toolkit_cka_per_example():
+    g = torch.Generator().manual_seed(9)
+    X, Y = torch.randn(4, 5, 6, generator=g), torch.randn(4, 5, 3, generator=g)
+    counts = [5, 3, 1, 0]
+    rows = torch.arange(5)[None] < torch.tensor(counts)[:, None]
+    got = batched_linear_cka(X, Y, rows)
+    for b, n in enumerate(counts):
+        want = linear_cka(X[b, :n], Y[b, :n]).item() if n else 0.0
+        assert got[b].item() == pytest.approx(want, abs=1e-12)
+
+
 def test_degenerate_ira_rows_give_one():
     c = make_case(3)
     c["rows"] = [([], []), ([2], [1])]
@@ -224,7 +236,6 @@ def test_plugin_contract_and_needs():
     method = EMO(EMO.make_config({"ira_layers": 2}))
     method.prepare(ctx)
     assert method.needs.attentions == (-4, -2, -1) and EMO.needs.attentions == (-1,)
-    assert isinstance(ctx, MethodContext)
 
 
 def test_plugin_alignment_points_at_the_mapped_tokens():

@@ -41,10 +41,11 @@ def collision(tmp_path):
     return write_dist_info(tmp_path / "collide", "ctkd-collide", "ctkd_collide", code, {"clash": "ctkd_collide"})
 
 
-def test_installed_methods_are_listed_with_their_distribution(site):
-    done = site.run("ctkd-bench", "methods", "--json")
-    assert done.returncode == 0, done.stderr
-    rows = {r["name"]: r for r in json.loads(done.stdout)}
+def test_installed_methods_are_listed_with_their_distribution(site, capsys):
+    with on_sys_path(site.path):
+        code, out, err = run_cli(capsys, "methods", "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
     assert rows["spankl"]["distribution"] == "ctkd-spankl" and rows["spankl"]["version"] == "0.1.0"
     assert rows["spankl"]["needs"] == ["topk"] and rows["spankl"]["category"] == "probability-distribution alignment"
     assert rows[THROWAWAY]["distribution"] == f"ctkd-{THROWAWAY}"

@@ -156,3 +156,5 @@ def test_cli_check_config_overrides_and_json(registry, capsys):
     assert code == 2 and "unknown config field (did you mean 'weight'?)" in err
     code, _, err = run_cli(capsys, "check", "kit-good", "--only", "vibes")
     assert code == 2 and "unknown check(s) vibes" in err
+    code, _, err = run_cli(capsys, "check", "kit-vectorloss", "--track", "math")
+    assert code == 2 and "none matches --track math" in err  # it declares instruct and embed

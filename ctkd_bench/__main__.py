@@ -1,0 +1,4 @@
+"""``python -m ctkd_bench`` = the ``ctkd-bench`` command."""
+from .cli import main
+
+main()
