@@ -21,7 +21,7 @@ from ..util import stable_hash
 def teacher_folder(cache: Path, spec: ModelSpec, tok_hash: str, examples: list[dict], max_length: int,
                    num_labels: int) -> Path:
     key = stable_hash({"spec": repr(spec), "tok": tok_hash, "data": stable_hash(examples),
-                       "max_length": max_length, "labels": num_labels, "v": 2})
+                       "max_length": max_length, "labels": num_labels, "v": 3})
     return cache / "teachers" / f"{spec.name}-{key}"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 EPSILON = 1e-6          # subtracted after scaling by tau (official `epsilon`)
+_TINY = 1e-30           # below this the space mass is recomputed in log space
 MODE_FLAGS = ("append_space", "merge_by_space_prob")
 DIVERGENCES = ("binary_ce", "reverse_binary_kl", "abs_exp", "abs")
 
@@ -32,15 +33,24 @@ def token_and_space_logprobs(logits: torch.Tensor, ids: torch.Tensor,
     """From raw logits [B, L, V] (real vocabulary), ids [B, L] and space_mask [V] bool:
     (token_logp [B, L], space_logp [B, L]) in fp32, both clipped at 0 as in the official code.
 
-    Computed from one logsumexp over the vocabulary (no [B, L, V] log-softmax is materialised).
+    One exponential pass over the vocabulary: exp(logits - max) gives the normaliser and, by a product
+    with the mask, the space mass. Rows whose space mass underflows are recomputed exactly with a
+    logsumexp over the space tokens (the official log of a dot product would give -inf there).
     """
     logits = logits.float()
-    lse = logits.logsumexp(-1)
+    top = logits.detach().amax(-1, keepdim=True)
+    scaled = torch.exp(logits - top)
+    lse = top.squeeze(-1) + scaled.sum(-1).log()
     token = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - lse[:, :-1]
     token = torch.cat([token, token.new_zeros(token.shape[0], 1)], dim=1).clamp(max=0.0)
-    space_ids = space_mask.nonzero().view(-1)
-    space = (logits.index_select(-1, space_ids).logsumexp(-1) - lse).clamp(max=0.0)
-    return token, space
+    mass = scaled @ space_mask.to(scaled.dtype)
+    space = top.squeeze(-1) + mass.clamp_min(_TINY).log() - lse
+    low = mass < _TINY
+    if bool(low.any()):
+        where = low.nonzero(as_tuple=True)
+        exact = logits[where].masked_fill(~space_mask.bool(), float("-inf")).logsumexp(-1) - lse[where]
+        space = space.index_put(where, exact)
+    return token, space.clamp(max=0.0)
 
 
 def last_index_per_chunk(member: torch.Tensor) -> torch.Tensor:

@@ -62,14 +62,13 @@ def otis_loss(cost: torch.Tensor, s_mass: torch.Tensor, t_mass: torch.Tensor, ep
               n_iters: int = 100, gradient: str = "implicit", tol: float | None = 1e-5) -> torch.Tensor:
     """Per-example OT cost [B] = sum(P * C) of the Sinkhorn plan with K = exp(-C/eps).
 
-    The official loop updates the teacher potential first (v = b / K^T u), then the student's; the
-    shared log-domain Sinkhorn updates its first marginal first, so it runs on the transposed problem.
-    Marginals are renormalised to sum to 1 (as officially); padding has zero mass. ``gradient``:
+    Rows are the student (marginal a), columns the teacher (b); as in the official loop the teacher
+    potential is updated first in each iteration. Marginals are renormalised to sum to 1 (as officially); padding has zero mass. ``gradient``:
     "unrolled" (official: through the iterations) or "implicit" (see `_emo_sinkhorn`).
     """
     a = s_mass / s_mass.sum(-1, keepdim=True).clamp_min(1e-12)
     b = t_mass / t_mass.sum(-1, keepdim=True).clamp_min(1e-12)
-    plan = sinkhorn_plan(cost.transpose(1, 2), b, a, eps, n_iters, gradient, tol).transpose(1, 2)
+    plan = sinkhorn_plan(cost, a, b, eps, n_iters, gradient, tol)
     return (plan * cost).sum((1, 2))
 
 

@@ -23,7 +23,7 @@ GRADIENTS = ("implicit", "unrolled")
 class _ImplicitSinkhorn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cost, a, b, eps, n_iters, tol):
-        plan = sinkhorn(cost, a, b, eps, n_iters=n_iters, kernel="div", tol=tol)
+        plan = sinkhorn(cost, a, b, eps, n_iters=n_iters, kernel="div", tol=tol, rows_last=True)
         ctx.save_for_backward(plan)
         ctx.eps = eps
         return plan
@@ -53,11 +53,14 @@ def sinkhorn_plan(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: flo
                   gradient: str = "implicit", tol: float | None = 1e-5) -> torch.Tensor:
     """Plan [B, n, m] for cost [B, n, m], marginals a [B, n], b [B, m] (zeros = padding), K = exp(-C/eps).
 
+    Each iteration updates the column potential, then the row potential (EMO's order: v = b / K^T u,
+    then u = a / K v), so the row marginals are exact on exit.
+
     gradient="unrolled": autograd through all ``n_iters`` iterations (official); "implicit": the
     derivative of the converged plan (see module doc), iterations stop once the marginal error < tol.
     """
     if gradient == "unrolled":
-        return sinkhorn(cost, a, b, eps, n_iters=n_iters, kernel="div")
+        return sinkhorn(cost, a, b, eps, n_iters=n_iters, kernel="div", rows_last=True)
     if gradient != "implicit":
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     return _ImplicitSinkhorn.apply(cost, a.detach(), b.detach(), eps, n_iters, tol)

@@ -57,11 +57,13 @@ Deviations and interpretations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.align.groups import span_groups
+from ctkd_bench.data.collate import encode_causal
 from ctkd_bench.defaults import IGNORE_INDEX
 
 from ._alm_extras import gradmag_combine, last_block_parameters, latents_loss, space_mask
@@ -98,34 +100,42 @@ def loss_memberships(chunk_s: torch.Tensor, chunk_t: torch.Tensor, exact: torch.
     return onehot(ids_s), onehot(ids_t)
 
 
+@lru_cache(maxsize=1 << 17)
+def _row_chunks(spans_s: tuple, spans_t: tuple) -> tuple[list[int], list[int], list[bool]]:
+    """Chunk id of every token of one row (both sides) and which chunks are exact (`span_groups`)."""
+    groups = span_groups(list(spans_s), list(spans_t))
+    return ([c for c, g in enumerate(groups) for _ in g.a], [c for c, g in enumerate(groups) for _ in g.b],
+            [g.exact for g in groups])
+
+
 def chunk_ids(side_s, side_t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunk id per token of both `Side`s ([B, S], [B, T] long; -1 on padding) and which chunks are
     exact ([B, C] bool): the `span_groups` of each row's real tokens, in text order.
 
     Same result as `ctkd_bench.align.groups.batch_chunk_matrices` (checked by the tests), built from
-    Python lists with one tensor write per side: that function indexes tensors once per group, which
-    alone cost ALM about twice an SFT step on the toy models.
+    cached per-row lists with one tensor write per side (`prepare` fills the cache for the training
+    set, as tokenkit computes its alignments in the data collator, outside the step).
     """
-    B = side_s.input_ids.shape[0]
-    ids_s = torch.full(side_s.input_ids.shape, -1, dtype=torch.long)
-    ids_t = torch.full(side_t.input_ids.shape, -1, dtype=torch.long)
-    rows = []
     mask_s, mask_t = side_s.attention_mask.tolist(), side_t.attention_mask.tolist()
     offsets_s, offsets_t = side_s.offsets.tolist(), side_t.offsets.tolist()
-    for b in range(B):
+    ids_s = [[-1] * len(row) for row in mask_s]
+    ids_t = [[-1] * len(row) for row in mask_t]
+    rows = []
+    for b in range(len(mask_s)):
         pos_s = [i for i, m in enumerate(mask_s[b]) if m]
         pos_t = [i for i, m in enumerate(mask_t[b]) if m]
-        groups = span_groups([offsets_s[b][i] for i in pos_s], [offsets_t[b][i] for i in pos_t])
-        cs = [c for c, g in enumerate(groups) for _ in g.a]
-        ct = [c for c, g in enumerate(groups) for _ in g.b]
-        ids_s[b, pos_s] = torch.tensor(cs, dtype=torch.long)
-        ids_t[b, pos_t] = torch.tensor(ct, dtype=torch.long)
-        rows.append([g.exact for g in groups])
-    exact = torch.zeros(B, max(map(len, rows), default=0), dtype=torch.bool)
-    for b, row in enumerate(rows):
-        exact[b, :len(row)] = torch.tensor(row, dtype=torch.bool)
+        cs, ct, exact = _row_chunks(tuple(tuple(offsets_s[b][i]) for i in pos_s),
+                                    tuple(tuple(offsets_t[b][i]) for i in pos_t))
+        for i, c in zip(pos_s, cs):
+            ids_s[b][i] = c
+        for i, c in zip(pos_t, ct):
+            ids_t[b][i] = c
+        rows.append(exact)
+    width = max(map(len, rows), default=0)
+    exact = [row + [False] * (width - len(row)) for row in rows]
     device = side_s.input_ids.device
-    return ids_s.to(device), ids_t.to(device), exact.to(device)
+    return (torch.tensor(ids_s, dtype=torch.long, device=device), torch.tensor(ids_t, dtype=torch.long, device=device),
+            torch.tensor(exact, dtype=torch.bool, device=device).view(len(rows), width))
 
 
 def chunk_member_matrix(ids: torch.Tensor, n_chunks: int) -> torch.Tensor:
@@ -185,6 +195,13 @@ class ALM(Method):
         self._space_s = space_mask(ctx.student_tokenizer, ctx.student_dims.vocab_size)
         self._space_t = space_mask(ctx.teacher_tokenizer, ctx.teacher_dims.vocab_size)
         ctx.state["alm_space_masks"] = (self._space_s, self._space_t)
+        for ex in ctx.train_examples:   # one-off: the chunks of every training example (before truncation)
+            if "response" not in ex:
+                continue
+            prompt = ex.get("prompt", "")
+            enc_s = encode_causal(ctx.student_tokenizer, prompt, ex["response"], 1 << 30)
+            enc_t = encode_causal(ctx.teacher_tokenizer, prompt, ex["response"], 1 << 30)
+            _row_chunks(tuple(map(tuple, enc_s.spans)), tuple(map(tuple, enc_t.spans)))
 
     def setup(self, ctx):
         if "latents" not in self.config.losses:

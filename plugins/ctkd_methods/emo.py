@@ -37,8 +37,8 @@ Deviations and interpretations:
   official literal "<s>" -> "[CLS]".
 - The IRA teacher layers depend on the layer counts: `prepare` adds them to this instance's `needs`
   (the class declares only the last layer, which is the mapped one whenever L_t is a multiple of L_s).
-- Sinkhorn runs in the log domain (shared `align.ot.sinkhorn`, on the transposed problem so the
-  teacher potential is updated first, as officially) without the 1e-9 guards. Its gradient is by
+- Sinkhorn runs in the log domain (shared `align.ot.sinkhorn` with ``rows_last=True``: the teacher
+  potential is updated first in each iteration, as officially) without the 1e-9 guards. Its gradient is by
   default the implicit derivative of the converged plan (``sinkhorn_gradient="implicit"``, iterations
   stop once the marginal error < ``sinkhorn_tol``), which equals the official gradient through the
   unrolled iterations at convergence (tested to 1e-4) at a fraction of the cost: unrolling 100
@@ -138,7 +138,9 @@ class EMO(Method):
         s_special = ctx.student_tokenizer.cls_token or ctx.student_tokenizer.bos_token or "[CLS]"
         self._specials = (t_special, s_special)
         for example in ctx.train_examples:   # one-off: the per-sentence token work of the training set
-            text = example["text"]
+            text = example.get("text")
+            if text is None:
+                continue
             t_tokens, t_spans = self._tokens(ctx.teacher_tokenizer, text)
             s_tokens, _ = self._tokens(ctx.student_tokenizer, text)
             self._example_maps(t_tokens, s_tokens)

@@ -86,6 +86,18 @@ def test_token_and_space_logprobs_by_hand():
     assert sp[0].tolist() == pytest.approx([math.log(0.75), math.log(0.4)])
 
 
+def test_space_logprob_exact_when_the_space_mass_underflows():
+    logits = torch.tensor([[[0.0, -200.0, -200.0, 1.0], [0.0, 1.0, 2.0, 3.0]]], requires_grad=True)
+    mask = torch.tensor([False, True, True, False])
+    tok, sp = token_and_space_logprobs(logits, torch.tensor([[0, 1]]), mask)
+    lse = [math.log(1 + math.exp(1)), math.log(1 + math.e + math.e ** 2 + math.e ** 3)]
+    assert sp[0, 0].item() == pytest.approx(math.log(2) - 200 - lse[0], rel=1e-6)
+    assert sp[0, 1].item() == pytest.approx(math.log(math.e + math.e ** 2) - lse[1], rel=1e-6)
+    assert tok[0, 0].item() == pytest.approx(-200 - lse[0], rel=1e-6)
+    (sp.sum() + tok.sum()).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_last_index_per_chunk_rules():
     m = torch.tensor([[[1, 0, 0], [1, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 1]]], dtype=torch.bool)
     assert last_index_per_chunk(m).tolist() == [[1, 0, 1]]   # empty -> 0; first run's end wins
