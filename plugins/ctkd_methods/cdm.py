@@ -209,6 +209,16 @@ class CDM(Method):
         ctx.state["cdm_tables"] = self.tables
 
     def token_cost(self, t_ids: list[int], s_ids: list[int]) -> torch.Tensor:
+        """Edit-distance cost between the response tokens; memoised per token-id pair (fixed per example)."""
+        key = (tuple(t_ids), tuple(s_ids))
+        cache = self.__dict__.setdefault("_cost_cache", {})
+        if key not in cache:
+            if len(cache) >= 100_000:
+                cache.clear()
+            cache[key] = self._token_cost(t_ids, s_ids)
+        return cache[key]
+
+    def _token_cost(self, t_ids: list[int], s_ids: list[int]) -> torch.Tensor:
         s_str, t_str = self.strings
         a, b = [t_str[i] for i in t_ids], [s_str[i] for i in s_ids]
         cost = torch.from_numpy(pairwise_edit_distance(a, b)).double()
