@@ -34,8 +34,9 @@ def load_tokenizer(spec: TokenizerSpec, cache: Path, corpus: Callable[[], list[s
         if (folder / "tokenizer.json").exists():
             return AutoTokenizer.from_pretrained(folder)
         tmp = folder.with_name(folder.name + ".tmp")
-        tok = train_tokenizer(spec.family, texts, spec.vocab_size, tmp)
-        tmp.replace(folder) if not folder.exists() else None
+        train_tokenizer(spec.family, texts, spec.vocab_size, tmp)
+        if not folder.exists():  # written to a temp folder first: never a half-saved tokenizer
+            tmp.replace(folder)
         return AutoTokenizer.from_pretrained(folder)
     if spec.source in ("local", "hf"):
         if spec.source == "local" and not Path(spec.path).is_dir():

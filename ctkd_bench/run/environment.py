@@ -12,7 +12,7 @@ from pathlib import Path
 from ..data.collate import Encoded, encode_causal, encode_encoder
 from ..method import ModelDims
 from ..models.sources import load_pretrained, load_tokenizer, tokenizer_hash
-from ..specs import ModelSpec, SuiteSpec, TrackSpec, is_encoder_track
+from ..specs import ModelSpec, SuiteSpec, TokenizerSpec, TrackSpec, is_encoder_track
 from ..teacher.cache import TeacherCache
 from ..teacher.signals import TeacherHead
 from ..teacher.train_teacher import teacher_folder, train_teacher
@@ -106,10 +106,9 @@ class SuiteEnvironment:
         if name not in self._tokenizers:
             if model.source == "build":
                 spec = self.suite.tokenizer(model.tokenizer)
-                self._tokenizers[name] = load_tokenizer(spec, self.cache_root, lambda: self._corpus(spec.name))
-            else:
-                from transformers import AutoTokenizer
-                self._tokenizers[name] = AutoTokenizer.from_pretrained(model.path)
+            else:  # a pretrained model brings its own tokenizer
+                spec = TokenizerSpec(name=model.name, source=model.source, path=model.path)
+            self._tokenizers[name] = load_tokenizer(spec, self.cache_root, lambda: self._corpus(spec.name))
         return self._tokenizers[name]
 
     def teacher(self, spec: ModelSpec, encoder: bool, num_labels: int):

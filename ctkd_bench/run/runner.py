@@ -10,7 +10,6 @@ import dataclasses
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
@@ -20,12 +19,9 @@ from ..plugins import RegisteredMethod, get_plugin_manager
 from ..specs import CellSpec, SuiteSpec
 from ..evaluate.lmeval import PRIMARY
 from ..results.provenance import collect_versions, machine_info
+from ..results.record import now_iso
 from .cell import evaluate_model, run_cell
 from .environment import SuiteEnvironment
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def union_needs(methods: list[RegisteredMethod]) -> Needs:
@@ -93,7 +89,7 @@ class Runner:
             "profile": self.suite.profile,
             "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version}
                         for i in pm.plugins.values()],
-            "machine": machine_info(), "versions": collect_versions(), "pair_diagnostics": diagnostics, "created_at": now()})
+            "machine": machine_info(), "versions": collect_versions(), "pair_diagnostics": diagnostics, "created_at": now_iso()})
 
     def run(self) -> None:
         from .progress import quiet_libraries
@@ -128,7 +124,7 @@ class Runner:
             record.update(method_category="reference", method_summary=f"{role_name} model (reference row)",
                           method_paper={"title": "", "url": "", "venue": ""}, method_variant="",
                           method_config={}, distribution="ctkd-bench", distribution_version=__version__,
-                          started_at=now())
+                          started_at=now_iso())
             t0 = time.perf_counter()
             try:
                 if role_name == "teacher":
@@ -144,7 +140,7 @@ class Runner:
             except Exception as exc:  # a reference failing is recorded, not fatal
                 record.update(status="failed", reason=_reason(exc))
             self._timed("eval", t0)
-            record["finished_at"] = now()
+            record["finished_at"] = now_iso()
             self.write(record)
             self.echo(f"  {track_name:<9} {role_name:<14} seed {seed}  {record['status']}  {_fmt(record)}")
 
@@ -164,7 +160,7 @@ class Runner:
             self.counts["skipped"] += 1
             return
         record = self.base_record(cell, "method")
-        record.update(self.method_fields(reg, config), started_at=now(),
+        record.update(self.method_fields(reg, config), started_at=now_iso(),
                       versions=collect_versions(reg.plugin.distribution))
         if track.task not in reg.cls.tracks:
             record.update(status="n/a", reason=f"{reg.name} supports tracks {', '.join(reg.cls.tracks)}, "
@@ -184,7 +180,7 @@ class Runner:
                 record.update(status="failed", reason=_reason(exc))
                 if sys.stderr.isatty():
                     traceback.print_exc()
-        record["finished_at"] = now()
+        record["finished_at"] = now_iso()
         self.write(record)
         self.echo(f"  {track_name:<9} {reg.name:<14} seed {seed}  {record['status']}  {_fmt(record)}")
 
