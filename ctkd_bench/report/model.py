@@ -138,7 +138,8 @@ def build_suite(suite: str, suite_hash: str, records: list[CellRecord]) -> Suite
     cost_keys = [k for k in COST_KEYS] + sorted({k for r in records for k in r.costs} - set(COST_KEYS))
     for row in methods + refs:
         _row_costs(row, cost_keys)
-    methods.sort(key=lambda r: (r.mean_rank is None, r.mean_rank or 0.0, r.name))
+    # Coverage first: a method must not climb the board by running on fewer tracks than the others.
+    methods.sort(key=lambda r: (r.mean_rank is None, -r.rank_tracks, r.mean_rank or 0.0, r.name))
     return SuiteView(suite, suite_hash, columns, methods, refs, cost_keys)
 
 

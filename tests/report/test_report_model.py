@@ -72,8 +72,9 @@ def test_ranks_per_track_and_overall(view, tidy):
         mine = [per_track[t][r.name] for t in per_track if r.name in per_track[t]]
         assert r.mean_rank == pytest.approx(sum(mine) / len(mine))
         assert r.rank_tracks == len(mine)
-    order = [r.mean_rank for r in view.rows]
+    order = [(-r.rank_tracks, r.mean_rank) for r in view.rows]
     assert order == sorted(order)
+    assert view.rows[-1].name == "emo"       # best mean rank, but on one track only: listed after full-coverage rows
     assert row(view, "emo").rank_text.replace("\u00a0", " ").endswith("(1/4 tracks)")
 
 
