@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .data.sources import TrackData, expand_env, parse_track_data
 from .defaults import ALL_TRACKS, ENCODER_TRACKS
 from .errors import ConfigError
 from .util import did_you_mean, stable_hash
@@ -72,6 +73,7 @@ class TrackSpec:
     test: int = 200
     primary_metric: str = ""
     max_new_tokens: int = 64
+    data: TrackData | None = None  # None: the built-in generator (hub/local data: data/sources.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class SuiteSpec:
         d = asdict(self)
         d.pop("path")
         d["method_configs"] = {m: dict(kv) for m, kv in self.method_configs}
+        for track in d["tracks"]:  # generated tracks hash as before `data` existed
+            if track.get("data") is None:
+                track.pop("data", None)
         return d
 
     @property
@@ -203,12 +208,22 @@ def _parse_model(name: str, data: Mapping, where: str) -> ModelSpec:
     data = dict(data)
     train = data.pop("train", None)
     values = _fields(ModelSpec, {k: v for k, v in data.items()}, where, name, _MODEL_LIMITS)
+    if "path" in values:
+        values["path"] = expand_env(values["path"], f"{where}.path")
     if values.get("source", "build") not in SOURCES:
         raise ConfigError(f"{where}.source: {values['source']!r} is not one of {', '.join(SOURCES)}"
                           f"{did_you_mean(str(values['source']), SOURCES)}")
     if train is not None:
         values["train"] = TrainSpec(**_fields(TrainSpec, train, f"{where}.train", limits=_TRAIN_LIMITS))
     return ModelSpec(name=name, **values)
+
+
+def _check_primary_metric(values: dict, where: str) -> None:
+    from .evaluate.metrics import TASK_METRICS
+    metric, known = values.get("primary_metric", ""), TASK_METRICS[values["task"]]
+    if metric and metric not in known:
+        raise ConfigError(f"{where}.primary_metric: {metric!r} is not a metric of task {values['task']!r} "
+                          f"(known: {', '.join(known)}){did_you_mean(metric, known)}")
 
 
 def _named_section(data: Mapping, key: str, where: str) -> dict:
@@ -259,12 +274,16 @@ def parse_suite(data: Any, where: str = "suite", profile: str | None = None, pat
     for n, v in _named_section(data, "tracks", where).items():
         tw = f"{where}.tracks.{n}"
         _check_keys(v, set(TrackSpec.__dataclass_fields__) - {"name"}, tw, {"pair"})
+        v = dict(v)
+        track_data = parse_track_data(v.pop("data"), f"{tw}.data") if v.get("data") is not None else None
+        v.pop("data", None)
         values = _fields(TrackSpec, {"task": n, **v}, tw, n, _TRACK_LIMITS)
         if values["task"] not in ALL_TRACKS:
             raise ConfigError(f"{tw}.task: unknown task {values['task']!r}{did_you_mean(values['task'], ALL_TRACKS)}")
         if values["pair"] not in pair_names:
             raise ConfigError(f"{tw}.pair: unknown pair {values['pair']!r}{did_you_mean(values['pair'], pair_names)}")
-        tracks.append(TrackSpec(name=n, **values))
+        _check_primary_metric(values, tw)
+        tracks.append(TrackSpec(name=n, **values, data=track_data))
     budget = BudgetSpec(**_fields(BudgetSpec, data.get("budget") or {}, f"{where}.budget", limits=_BUDGET_LIMITS))
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -317,8 +336,10 @@ def load_suite(path: Path, profile: str | None = None) -> SuiteSpec:
 
 
 def builtin_suite_dir() -> Path:
+    """The repository's suites/ (source checkouts, editable installs) or the wheel's installed copy."""
+    import sys
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "suites", here / "suites"):
+    for candidate in (here.parent / "suites", Path(sys.prefix) / "share" / "ctkd-bench" / "suites"):
         if candidate.is_dir():
             return candidate
     return here.parent / "suites"
