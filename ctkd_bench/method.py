@@ -186,11 +186,27 @@ def build_config(config_cls: type, overrides: Mapping[str, Any], where: str) -> 
     for key, value in overrides.items():
         if key not in fields:
             raise ConfigError(f"{where}.{key}: unknown config field{did_you_mean(str(key), fields)}")
-        values[key] = _coerce(value, getattr(defaults, key), f"{where}.{key}")
+        default = getattr(defaults, key)
+        if default is None and value is not None:  # `x: float | None = None`: check against the annotation
+            default = _optional_kind_example(config_cls, key)
+        values[key] = _coerce(value, default, f"{where}.{key}")
     try:
         return dataclasses.replace(defaults, **values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _optional_kind_example(config_cls: type, key: str) -> Any:
+    """A value of the non-None type of an Optional field (bool/int/float/str), else None (no check)."""
+    import typing
+    try:
+        hint = typing.get_type_hints(config_cls).get(key)
+    except Exception:  # an annotation that does not resolve: accept the value as before
+        return None
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)]
+    if len(kinds) == 1 and kinds[0] in (bool, int, float, str):
+        return kinds[0]()
+    return None
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

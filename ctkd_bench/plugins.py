@@ -8,6 +8,7 @@ distribution names; empty string = none) restricts what is loaded,
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +22,7 @@ from .defaults import API_VERSION, CATEGORIES, ENTRY_POINT_GROUP, ALL_TRACKS
 from .errors import PluginError
 
 BUILTIN_DISTRIBUTION = "ctkd-bench"
+SCHEME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,26 @@ class PluginManager:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[object, PluginInfo] = {}
+        self._add_builtin_executors()
+        self._add_builtin_sources()
         if load_entry_points:
             self._load_entry_points()
+
+    def _add_builtin_executors(self) -> None:
+        # core, not optional: registered even when CTKD_LOAD_PLUGINS selects no plugins, and kept
+        # out of `self.plugins` so plugin listings and run.json show only entry-point plugins
+        from . import __version__
+        from .run import executors
+        self.pm.register(executors, name="ctkd-bench:executors")
+        self._builtin = {executors: PluginInfo("executors", BUILTIN_DISTRIBUTION, __version__, executors.__name__)}
+
+    def _add_builtin_sources(self) -> None:
+        # build/local/hf/pip/pip-gguf come through the same hook as a plugin's sources; core, like executors
+        from . import __version__
+        from .models import builtin_sources
+        self.pm.register(builtin_sources, name="ctkd-bench:model-sources")
+        self._builtin[builtin_sources] = PluginInfo("model-sources", BUILTIN_DISTRIBUTION, __version__,
+                                                    builtin_sources.__name__)
 
     def _load_entry_points(self) -> None:
         for ep, dist_name, version in sorted(_entry_points(), key=lambda t: (t[1], t[0].name)):
@@ -99,7 +119,7 @@ class PluginManager:
         self.plugins[module] = info
 
     def _info_for(self, plugin: object) -> PluginInfo:
-        return self.plugins.get(plugin, PluginInfo(repr(plugin), "<direct>", "0", ""))
+        return self.plugins.get(plugin) or self._builtin.get(plugin) or PluginInfo(repr(plugin), "<direct>", "0", "")
 
     @lru_cache(maxsize=None)
     def methods(self) -> dict[str, RegisteredMethod]:
@@ -134,6 +154,52 @@ class PluginManager:
                 found[name] = (path, _info)
             impl.function(register=register)
         return found
+
+    @lru_cache(maxsize=None)
+    def executors(self) -> dict[str, tuple[type, PluginInfo]]:
+        found: dict[str, tuple[type, PluginInfo]] = {}
+        for impl in self.pm.hook.ctkd_register_executors.get_hookimpls():
+            info = self._info_for(impl.plugin)
+
+            def register(cls, _info=info):
+                name = getattr(cls, "name", "")
+                if not isinstance(cls, type) or not name or not callable(getattr(cls, "map", None)):
+                    raise PluginError(f"executor from {_info.distribution} ({_info.module}): register() takes "
+                                      f"an Executor subclass with a name, got {cls!r}")
+                if name in found:
+                    raise PluginError(f"executor name {name!r} is registered twice: by "
+                                      f"{found[name][1].distribution} and by {_info.distribution}")
+                found[name] = (cls, _info)
+            impl.function(register=register)
+        return dict(sorted(found.items()))
+
+    def executor(self, name: str) -> type:
+        from .errors import UsageError
+        from .util import did_you_mean
+        executors = self.executors()
+        if name not in executors:
+            raise UsageError(f"--executor: unknown executor {name!r}{did_you_mean(name, executors)}; "
+                             f"known: {', '.join(executors)}")
+        return executors[name][0]
+
+    @lru_cache(maxsize=None)
+    def model_sources(self) -> dict[str, tuple[object, PluginInfo]]:
+        """``{scheme: (resolver, plugin)}`` from every ``ctkd_register_model_sources``."""
+        found: dict[str, tuple[object, PluginInfo]] = {}
+        for impl in self.pm.hook.ctkd_register_model_sources.get_hookimpls():
+            info = self._info_for(impl.plugin)
+
+            def register(scheme, resolver, _info=info):
+                if not isinstance(scheme, str) or not SCHEME_RE.match(scheme) or not callable(resolver):
+                    raise PluginError(f"model source from {_info.distribution} ({_info.module}): register() "
+                                      f"takes a scheme (lower-case letters, digits, '-') and a callable, "
+                                      f"got {scheme!r}, {resolver!r}")
+                if scheme in found:
+                    raise PluginError(f"model source {scheme!r} is registered twice: by "
+                                      f"{found[scheme][1].distribution} and by {_info.distribution}")
+                found[scheme] = (resolver, _info)
+            impl.function(register=register)
+        return dict(sorted(found.items()))
 
     def register_commands(self, cli) -> None:
         self.pm.hook.ctkd_register_commands(cli=cli)

@@ -21,7 +21,12 @@ from .errors import ConfigError
 from .util import did_you_mean, stable_hash
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SOURCES = ("build", "local", "hf", "pip-gguf")
+SOURCES = ("build", "local", "hf", "pip", "pip-gguf")   # built in; plugins add more (models/registry.py)
+PATH_SOURCES = ("local", "hf", "pip", "pip-gguf", "realtok")  # built-in schemes that need a location
+BUILD_FAMILIES = ("bpe", "unigram", "wordpiece")   # tokenizers a `build` source trains
+BUILD_ARCHS = ("gpt2", "llama", "bert")            # models a `build` source initialises
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("fp32", "bf16")                      # bf16: mixed precision through accelerate
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class TrackSpec:
     primary_metric: str = ""
     max_new_tokens: int = 64
     data: TrackData | None = None  # None: the built-in generator (hub/local data: data/sources.py)
+    generator: str = ""            # another generator of the task's examples (data/tasks: GENERATORS)
+    stop: str = ""                 # generation stop: "" the task's default, "eos" only EOS, else a string
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class BudgetSpec:
     warmup: float = 0.05
     schedule: str = "cosine"
     eval_batch_size: int = 32
+    cell_timeout_s: float = 0.0    # wall-clock limit per cell, 0 = none; a limit, not a result: not hashed
+    precision: str = "fp32"        # fp32 | bf16; hashed only when not fp32, so older suites keep their ids
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,19 @@ class SuiteSpec:
         for track in d["tracks"]:  # generated tracks hash as before `data` existed
             if track.get("data") is None:
                 track.pop("data", None)
+            if not track.get("generator"):
+                track.pop("generator", None)
+            if not track.get("stop"):
+                track.pop("stop", None)
+        if d["budget"].get("precision") == "fp32":  # suites from before `precision` hash as before
+            d["budget"].pop("precision")
         return d
 
     @property
     def hash(self) -> str:
-        return stable_hash(self.to_dict())
+        d = self.to_dict()
+        d["budget"].pop("cell_timeout_s")   # raising a limit must not orphan the finished cells
+        return stable_hash(d)
 
     def tokenizer(self, name: str) -> TokenizerSpec:
         return {t.name: t for t in self.tokenizers}[name]
@@ -196,7 +213,8 @@ def _fields(cls, data: Mapping, where: str, name: str | None = None, limits: Map
 
 
 _BUDGET_LIMITS = {"steps": (1, 10_000_000), "examples_per_step": (1, 65536), "max_length": (8, 131072),
-                  "lr": (0.0, 10.0), "warmup": (0.0, 1.0), "eval_batch_size": (1, 4096)}
+                  "lr": (0.0, 10.0), "warmup": (0.0, 1.0), "eval_batch_size": (1, 4096),
+                  "cell_timeout_s": (0.0, 10_000_000.0)}
 _TRACK_LIMITS = {"train": (1, 10_000_000), "validation": (0, 10_000_000), "test": (1, 10_000_000),
                  "max_new_tokens": (1, 8192)}
 _MODEL_LIMITS = {"hidden_size": (1, 65536), "num_layers": (1, 1024), "num_heads": (1, 1024)}
@@ -205,14 +223,15 @@ _TRAIN_LIMITS = {"steps": (1, 10_000_000), "batch_size": (1, 65536), "lr": (0.0,
 
 
 def _parse_model(name: str, data: Mapping, where: str) -> ModelSpec:
-    data = dict(data)
+    from .models.registry import model_schemes
+    data = _apply_from(dict(data), where, model_schemes())
     train = data.pop("train", None)
     values = _fields(ModelSpec, {k: v for k, v in data.items()}, where, name, _MODEL_LIMITS)
     if "path" in values:
         values["path"] = expand_env(values["path"], f"{where}.path")
-    if values.get("source", "build") not in SOURCES:
-        raise ConfigError(f"{where}.source: {values['source']!r} is not one of {', '.join(SOURCES)}"
-                          f"{did_you_mean(str(values['source']), SOURCES)}")
+    _check_source(values, model_schemes(), where)
+    if values.get("source", "build") == "build":
+        _one_of(values.get("arch", "llama"), BUILD_ARCHS, f"{where}.arch")
     if train is not None:
         values["train"] = TrainSpec(**_fields(TrainSpec, train, f"{where}.train", limits=_TRAIN_LIMITS))
     return ModelSpec(name=name, **values)
@@ -224,6 +243,65 @@ def _check_primary_metric(values: dict, where: str) -> None:
     if metric and metric not in known:
         raise ConfigError(f"{where}.primary_metric: {metric!r} is not a metric of task {values['task']!r} "
                           f"(known: {', '.join(known)}){did_you_mean(metric, known)}")
+
+
+def _apply_from(data: dict, where: str, schemes: tuple[str, ...]) -> dict:
+    """``from: "<scheme>:<rest>"`` is shorthand for ``source: <scheme>`` + ``path: <rest>``."""
+    if "from" not in data:
+        return data
+    from .models.registry import split_from
+    if "source" in data or "path" in data:
+        raise ConfigError(f"{where}.from: give either 'from' or 'source'/'path', not both")
+    scheme, rest = split_from(data.pop("from"), f"{where}.from")
+    if scheme not in schemes:
+        raise ConfigError(f"{where}.from: unknown source {scheme!r}{did_you_mean(scheme, schemes)}; "
+                          f"known: {', '.join(schemes)}")
+    data["source"] = scheme
+    if rest:
+        data["path"] = rest
+    return data
+
+
+def _check_source(values: dict, schemes: tuple[str, ...], where: str) -> None:
+    """A registered scheme; the built-in schemes that name a location need one."""
+    source = values.get("source", "build")
+    if source not in schemes:
+        raise ConfigError(f"{where}.source: {source!r} is not one of {', '.join(schemes)}"
+                          f"{did_you_mean(str(source), schemes)}")
+    if source in PATH_SOURCES and not values.get("path"):
+        raise ConfigError(f"{where}.path: source {source!r} needs a location ('{source}:<...>')")
+    if source in ("pip", "pip-gguf") and "/" not in values["path"].strip("/"):
+        raise ConfigError(f"{where}.path: expected '<pip distribution>/<path inside it>', got {values['path']!r}")
+
+
+def _parse_tokenizer(name: str, data: Mapping, where: str) -> TokenizerSpec:
+    from .models.registry import tokenizer_schemes
+    data = _apply_from(dict(data), where, tokenizer_schemes())
+    values = _fields(TokenizerSpec, data, where, name, {"vocab_size": (8, 10_000_000)})
+    if "path" in values:
+        values["path"] = expand_env(values["path"], f"{where}.path")
+    _check_source(values, tokenizer_schemes(), where)
+    if values.get("source") == "realtok":
+        from .align.realtok import FAMILIES
+        _one_of(values["path"], FAMILIES, f"{where}.path")
+    return TokenizerSpec(name=name, **values)
+
+
+def _check_generator(values: dict, track_data, where: str) -> None:
+    from .data.tasks import GENERATORS
+    gen = values["generator"]
+    if track_data is not None:
+        raise ConfigError(f"{where}.generator: give either 'generator' or 'data', not both")
+    _one_of(gen, tuple(GENERATORS), f"{where}.generator")
+    if GENERATORS[gen].TRACK != values["task"]:
+        raise ConfigError(f"{where}.generator: {gen!r} generates {GENERATORS[gen].TRACK!r} examples, "
+                          f"not {values['task']!r}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+    return value
 
 
 def _named_section(data: Mapping, key: str, where: str) -> dict:
@@ -251,9 +329,10 @@ def parse_suite(data: Any, where: str = "suite", profile: str | None = None, pat
         data = _merge(data, profiles[profile], f"{where}.profiles.{profile}")
     name = _name(data["name"], f"{where}.name")
     toks = _named_section(data, "tokenizers", where)
-    tokenizers = tuple(TokenizerSpec(name=n, **_fields(TokenizerSpec, v or {}, f"{where}.tokenizers.{n}", n,
-                                                       {"vocab_size": (8, 10_000_000)}))
-                       for n, v in toks.items())
+    tokenizers = tuple(_parse_tokenizer(n, v or {}, f"{where}.tokenizers.{n}") for n, v in toks.items())
+    for t in tokenizers:
+        if t.source == "build":
+            _one_of(t.family, BUILD_FAMILIES, f"{where}.tokenizers.{t.name}.family")
     models = tuple(_parse_model(n, v or {}, f"{where}.models.{n}")
                    for n, v in _named_section(data, "models", where).items())
     for m in models:
@@ -283,8 +362,12 @@ def parse_suite(data: Any, where: str = "suite", profile: str | None = None, pat
         if values["pair"] not in pair_names:
             raise ConfigError(f"{tw}.pair: unknown pair {values['pair']!r}{did_you_mean(values['pair'], pair_names)}")
         _check_primary_metric(values, tw)
+        if values.get("generator"):
+            _check_generator(values, track_data, tw)
         tracks.append(TrackSpec(name=n, **values, data=track_data))
     budget = BudgetSpec(**_fields(BudgetSpec, data.get("budget") or {}, f"{where}.budget", limits=_BUDGET_LIMITS))
+    _one_of(budget.schedule, SCHEDULES, f"{where}.budget.schedule")
+    _one_of(budget.precision, PRECISIONS, f"{where}.budget.precision")
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            and s >= 0 for s in seeds):

@@ -1,6 +1,7 @@
 """The ``ctkd-bench`` command line: one module per subcommand.
 
-Usage and config errors print one line and exit with status 2 (no traceback).
+Usage and config errors print one line and exit with status 2 (no traceback); so do a full
+disk and a read-only run directory (records finished before stay; rerunning resumes).
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except UsageError as exc:
             click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:  # the machine's fault (disk full, read-only): one line too
+            from ..run.guards import ENVIRONMENT_ERRNOS
+            if exc.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror}; what was finished is kept, rerun to resume", err=True)
             ctx.exit(2)
 
 

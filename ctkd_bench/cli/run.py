@@ -4,9 +4,11 @@ Example::
 
     ctkd-bench run tiny --methods all --seeds 0,1,2 --out runs/tiny
     ctkd-bench run tiny --profile test --methods sft --out /tmp/run   # the CI-sized profile
+    ctkd-bench run tiny --executor ray --workers 4                    # cells as Ray tasks
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -14,6 +16,7 @@ import click
 from ..errors import UsageError
 from ..plugins import get_plugin_manager
 from ..specs import resolve_suite
+from ..util import did_you_mean
 
 
 def parse_methods(spec: str) -> list:
@@ -28,6 +31,18 @@ def parse_methods(spec: str) -> list:
             seen.add(reg.name)
             out.append(reg)
     return out
+
+
+def parse_executor(name: str, workers: int, opts: tuple[str, ...]):
+    """The executor instance for --executor/--workers/--executor-opt KEY=VALUE."""
+    from ..run.executors.base import parse_value
+    values = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--executor-opt: expected KEY=VALUE, got {item!r}")
+        values[key.strip()] = parse_value(value.strip())
+    return get_plugin_manager().executor(name)(workers=workers, **values)
 
 
 def parse_seeds(spec: str | None, default: tuple[int, ...]) -> list[int]:
@@ -52,7 +67,16 @@ def parse_seeds(spec: str | None, default: tuple[int, ...]) -> list[int]:
 @click.option("--retry-failed", is_flag=True, help="Re-run cells that failed before.")
 @click.option("--report/--no-report", "make_report", default=True, show_default=True,
               help="Render the leaderboard into RUN_DIR/report when done.")
-def command(suite, methods, seeds, profile, out, retry_failed, make_report):
+@click.option("--executor", default="local", show_default=True,
+              help="Where cells run: local, submitit, ray (or a plugin's executor).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Cells at once (local: 1 = in this process, N = N processes).")
+@click.option("--executor-opt", "executor_opts", multiple=True, metavar="KEY=VALUE",
+              help="An executor option, repeatable (e.g. slurm_partition=gpu, gpus_per_cell=1).")
+@click.option("--accelerate-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Train each cell with `accelerate launch --config_file FILE` (DDP/FSDP/DeepSpeed).")
+def command(suite, methods, seeds, profile, out, retry_failed, make_report, executor, workers, executor_opts,
+            accelerate_config):
     """Run every selected method on SUITE (a name from `ctkd-bench suites` or a YAML path)."""
     spec = resolve_suite(suite, profile)
     regs = parse_methods(methods)
@@ -60,14 +84,28 @@ def command(suite, methods, seeds, profile, out, retry_failed, make_report):
         reg.cls.make_config(spec.method_config(reg.name), where=f"methods.{reg.name}")
     unknown = {m for m, _ in spec.method_configs} - {r.name for r in get_plugin_manager().methods().values()}
     if unknown:
-        raise UsageError(f"methods.{sorted(unknown)[0]}: config given for an unknown method")
+        name = sorted(unknown)[0]
+        known = get_plugin_manager().methods()
+        raise UsageError(f"methods.{name}: config given for an unknown method {name!r}{did_you_mean(name, known)}")
     out = out or Path("runs") / (spec.name + (f"-{spec.profile}" if spec.profile else ""))
     seed_list = parse_seeds(seeds, spec.seeds)
-    click.echo(f"ctkd-bench: suite {spec.name} ({spec.hash}){' profile ' + spec.profile if spec.profile else ''}: "
-               f"{len(regs)} methods x {len(spec.tracks)} tracks x {len(seed_list)} seeds -> {out}")
+    runs_on = parse_executor(executor, workers, executor_opts)
+    if accelerate_config is not None and os.environ.get("CTKD_ACCELERATE") != "1":
+        if executor != "local" or workers != 1:
+            raise UsageError("--accelerate-config: the launched processes share each cell; "
+                             "use it with the local executor and 1 worker")
+        from ..run.launch import relaunch, run_args
+        params = dict(methods=methods, seeds=seeds, profile=profile, out=out, retry_failed=retry_failed,
+                      make_report=make_report)
+        raise SystemExit(relaunch(accelerate_config, run_args(suite, params)))
+    if os.environ.get("RANK", "0") == "0":  # once, not per launched process
+        click.echo(f"ctkd-bench: suite {spec.name} ({spec.hash}){' profile ' + spec.profile if spec.profile else ''}: "
+                   f"{len(regs)} methods x {len(spec.tracks)} tracks x {len(seed_list)} seeds -> {out}")
     from ..run.runner import Runner
-    runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo)
+    runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo, executor=runs_on)
     runner.run()
+    if os.environ.get("RANK", "0") != "0":  # a launched non-main process: rank 0 reports
+        return
     if make_report:
         from ..report.render import render_report
         paths = render_report([out], out / "report")

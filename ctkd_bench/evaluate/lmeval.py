@@ -21,16 +21,27 @@ PRIMARY = {"lm": ("bits_per_byte", False), "math": ("exact_match", True), "instr
            "embed": ("accuracy", True)}
 
 
-def _task_yaml(task: str, name: str, data_file: Path, max_new_tokens: int, eos: str) -> str:
+def stop_strings(task: str, stop: str, eos: str) -> list[str]:
+    """Where generation ends: the task's default (math: a blank line, instruct: a newline), or the
+    track's `stop` ("eos": only the end-of-sequence token, e.g. multi-line Dolly answers), plus EOS."""
+    if stop == "eos":
+        until = [eos]
+    elif stop:
+        until = [stop, eos]
+    else:
+        until = ["\n\n", eos] if task == "math" else ["\n", eos]
+    return [u for u in until if u]
+
+
+def _task_yaml(task: str, name: str, data_file: Path, max_new_tokens: int, eos: str, stop: str = "") -> str:
     head = (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
             "test_split: test\n")
     if task == "lm":
         return head + ('output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{response}}"\n'
                        "metric_list:\n  - metric: bits_per_byte\n  - metric: byte_perplexity\n"
                        "    higher_is_better: false\n")
-    until = ["\n\n", eos] if task == "math" else ["\n", eos]
     return head + ('output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{response}}"\n'
-                   f"generation_kwargs:\n  until: {json.dumps([u for u in until if u])}\n"
+                   f"generation_kwargs:\n  until: {json.dumps(stop_strings(task, stop, eos))}\n"
                    f"  max_gen_toks: {max_new_tokens}\n  do_sample: false\n"
                    "metric_list:\n  - metric: exact_match\n")
 
@@ -44,11 +55,28 @@ def _score_samples(task: str, samples: list[dict]) -> dict[str, float]:
         return {"exact_match": sum(hits) / max(1, len(hits))}
     rouge = [M.rouge_l(p.strip(), d["response"].strip()) for p, d in zip(preds, docs)]
     exact = [M.exact_match(p, d["response"]) for p, d in zip(preds, docs)]
-    return {"rouge_l": sum(rouge) / max(1, len(rouge)), "exact_match": sum(exact) / max(1, len(exact))}
+    f1 = [M.token_f1(p, d["response"]) for p, d in zip(preds, docs)]
+    return {"rouge_l": sum(rouge) / max(1, len(rouge)), "exact_match": sum(exact) / max(1, len(exact)),
+            "f1": sum(f1) / max(1, len(f1))}
+
+
+_ENV_INFO: dict = {}
+
+
+def _memoised_env_info(original):
+    """lm-eval's `add_env_info` runs `pip list` and friends in subprocesses (~1-4 s) on every
+    `simple_evaluate`; the environment does not change within a process, so collect it once."""
+    def add_env_info(storage: dict) -> None:
+        if not _ENV_INFO:
+            original(_ENV_INFO)
+        storage.update(_ENV_INFO)
+    add_env_info.memoised = True
+    return add_env_info
 
 
 def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_tokens: int,
-                    batch_size: int, max_length: int, device: str = "cpu") -> tuple[dict[str, float], dict]:
+                    batch_size: int, max_length: int, device: str = "cpu",
+                    stop: str = "") -> tuple[dict[str, float], dict]:
     """Metrics for `model` on `examples` of a causal `task`, and lm-eval's own results + hashes."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,13 +84,16 @@ def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_t
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    import lm_eval.evaluator
+    if not getattr(lm_eval.evaluator.add_env_info, "memoised", False):
+        lm_eval.evaluator.add_env_info = _memoised_env_info(lm_eval.evaluator.add_env_info)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     name = f"ctkd_{task}_{stable_hash([e['id'] for e in examples], 8)}"
     with tempfile.TemporaryDirectory(prefix="ctkd-lmeval-") as tmp:
         data_file = Path(tmp) / "test.jsonl"
         data_file.write_text("".join(json.dumps({k: v for k, v in e.items()}) + "\n" for e in examples))
         eos = tokenizer.eos_token or ""
-        yaml_text = _task_yaml(task, name, data_file, max_new_tokens, eos)
+        yaml_text = _task_yaml(task, name, data_file, max_new_tokens, eos, stop)
         (Path(tmp) / f"{name}.yaml").write_text(yaml_text)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                   device=device, add_bos_token=tokenizer.bos_token_id is not None)

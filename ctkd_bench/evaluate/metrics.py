@@ -8,13 +8,22 @@
 - `rouge_l`: ROUGE-L F1 (beta = 1, as in the common ``rouge-score`` package) of
   the longest common subsequence of whitespace tokens; deviation from that
   package: no lower-casing or punctuation stripping, tokens are taken as they are.
+- `token_f1`: SQuAD-style answer F1: lower-case, drop punctuation and the articles
+  a/an/the, then F1 of the bags of whitespace tokens (MultiLevelOT's QA tracks).
 - `accuracy`, `bits_per_byte`.
 """
 from __future__ import annotations
 
 import math
 import re
+import string
+from collections import Counter
 from typing import Sequence
+
+# Metrics each task kind reports, and whether higher is better (a track's `primary_metric`
+# picks one; the default is the first).
+TASK_METRICS = {"lm": {"bits_per_byte": False}, "math": {"exact_match": True},
+                "instruct": {"rouge_l": True, "exact_match": True, "f1": True}, "embed": {"accuracy": True}}
 
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 _FINAL = re.compile(r"####\s*(" + _NUMBER.pattern + ")")
@@ -95,3 +104,24 @@ def bits_per_byte(total_nll_nats: float, total_bytes: int) -> float:
     if total_bytes <= 0:
         raise ValueError("bits per byte needs a positive byte count")
     return total_nll_nats / (math.log(2) * total_bytes)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD answer normalisation: lower-case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def token_f1(pred: str, gold: str) -> float:
+    """F1 of the normalised token bags; 1.0 when both are empty, 0.0 when only one is."""
+    p_tokens, g_tokens = normalize_answer(pred).split(), normalize_answer(gold).split()
+    if not p_tokens or not g_tokens:
+        return float(p_tokens == g_tokens)
+    common = sum((Counter(p_tokens) & Counter(g_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p_tokens), common / len(g_tokens)
+    return 2 * precision * recall / (precision + recall)

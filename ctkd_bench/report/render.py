@@ -20,6 +20,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..defaults import CATEGORIES
 from ..errors import UsageError
+from ..run.faults import checkpoint
 from ..util import atomic_write_text
 from . import fmt
 from .load import load_runs
@@ -101,9 +102,11 @@ def render_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
             for column_plots in per_suite.values():
                 for plot in column_plots:
                     path = out_dir / "plots" / plot.name
+                    checkpoint("report")
                     atomic_write_text(path, plot.svg + "\n")
                     written[f"plots/{plot.name}"] = path
         for name, text in (("index.html", page), ("leaderboard.md", markdown)):
+            checkpoint("report")
             atomic_write_text(out_dir / name, text)
             written[name] = out_dir / name
     except OSError as exc:

@@ -10,7 +10,9 @@ Layout::
 
 Every file is written whole or not at all (temp file + fsync + rename), so a
 run killed at any moment leaves the records it finished and nothing half-written;
-a resumed run skips the cells whose record says ok or n/a.
+a resumed run skips the cells whose record says ok or n/a. A write that fails
+(disk full, folder made read-only) raises `StoreWriteError`: one line, exit 2,
+and every record written before it stays as it was.
 
 How a runner uses it::
 
@@ -39,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UsageError
+from ..run.faults import checkpoint
 from ..util import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .record import SCHEMA_VERSION, CellRecord, RecordError, now_iso
 from .tidy import tidy_frame
@@ -50,6 +53,19 @@ CELLS_DIR = "cells"
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
 DONE_STATUSES = ("ok", "n/a")   # never re-run; "failed" only with retry_failed
+
+
+class StoreWriteError(UsageError):
+    """A run-directory file could not be written; what was written before is intact."""
+
+
+def _write(path: Path, write, payload) -> None:
+    try:
+        write(path, payload)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}; the cells finished so far are "
+                              "kept: free space or fix permissions, then rerun with the same --out to "
+                              "resume") from None
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,7 @@ class RunStore:
         data = {"schema": SCHEMA_VERSION, "created_at": now_iso(), "plugins": [],
                 "machine": {}, "versions": {}, "pair_diagnostics": {}, **info}
         self.ensure_writable()
-        atomic_write_json(self.run_dir / RUN_INFO, data)
+        _write(self.run_dir / RUN_INFO, atomic_write_json, data)
 
     def read_run_info(self) -> dict[str, Any]:
         path = self.run_dir / RUN_INFO
@@ -115,7 +131,8 @@ class RunStore:
         record.validate()
         self.ensure_writable()
         path = self.path_for(record.cell_id)
-        atomic_write_json(path, record.to_dict())
+        checkpoint("cell-write")
+        _write(path, atomic_write_json, record.to_dict())
         return path
 
     def records(self) -> list[CellRecord]:
@@ -146,8 +163,9 @@ class RunStore:
         self.ensure_writable()
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
-        atomic_write_bytes(self.run_dir / RESULTS_PARQUET, buffer.getvalue())
-        atomic_write_text(self.run_dir / RESULTS_CSV, frame.to_csv(index=False))
+        _write(self.run_dir / RESULTS_PARQUET, atomic_write_bytes, buffer.getvalue())
+        checkpoint("summarize")
+        _write(self.run_dir / RESULTS_CSV, atomic_write_text, frame.to_csv(index=False))
         return frame
 
     # -- checks -------------------------------------------------------------------------

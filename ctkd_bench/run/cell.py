@@ -13,9 +13,11 @@ from ..evaluate.lmeval import evaluate_causal
 from ..method import MethodContext
 from ..models.sources import fresh_student
 from ..teacher.generate import cached_generations
-from ..train.budget import BudgetMeter
+from ..train.budget import BudgetMeter, ReadOnlyMeter
+from ..train.accel import backend_for
 from ..train.trainer import train
 from .environment import TrackEnv
+from .faults import checkpoint
 from .progress import bar
 
 
@@ -69,10 +71,12 @@ class CellData:
                                     [gens[i] for i in idx] if gens is not None else None)
         return batch, signals
 
-    def batches(self, steps: int, per_step: int) -> Iterator[tuple[PairBatch, TeacherSignals]]:
+    def batches(self, steps: int, per_step: int, shard=None) -> Iterator[tuple[PairBatch, TeacherSignals]]:
+        """`shard` picks this process's rows of each step (several processes train one cell)."""
         order = data_order(len(self.examples), self.seed, steps * per_step)
         for s in range(steps):
             idx = order[s * per_step:(s + 1) * per_step]
+            idx = shard(idx) if shard else idx
             batch, signals = self._pair(idx, self.examples, self.enc_s, self.enc_t, self.ekey, self.generations)
             views = {}
             for name, (vex, vs, vt, vkey) in self.views.items():
@@ -85,11 +89,20 @@ class CellData:
 
 
 def evaluate_model(env: TrackEnv, model, tokenizer) -> tuple[dict, dict]:
+    checkpoint("eval")
+    if env.test_sets:  # several named evaluation sets: per-set metrics and their mean
+        from ..evaluate.sets import evaluate_sets
+        return evaluate_sets(lambda examples: evaluate_examples(env, model, tokenizer, examples), env.test_sets)
+    return evaluate_examples(env, model, tokenizer, env.test)
+
+
+def evaluate_examples(env: TrackEnv, model, tokenizer, examples: list[dict]) -> tuple[dict, dict]:
     budget = env.suite.budget
     if env.encoder:
-        return evaluate_encoder(model, tokenizer, env.test, budget.max_length, budget.eval_batch_size), {}
-    return evaluate_causal(model, tokenizer, env.track.task, env.test, env.track.max_new_tokens,
-                           budget.eval_batch_size, max(budget.max_length, 256) + env.track.max_new_tokens)
+        return evaluate_encoder(model, tokenizer, examples, budget.max_length, budget.eval_batch_size), {}
+    return evaluate_causal(model, tokenizer, env.track.task, examples, env.track.max_new_tokens,
+                           budget.eval_batch_size, max(budget.max_length, 256) + env.track.max_new_tokens,
+                           stop=env.track.stop)
 
 
 def method_context(env: TrackEnv, method, seed: int, student, meter, artifact_dir) -> MethodContext:
@@ -101,7 +114,7 @@ def method_context(env: TrackEnv, method, seed: int, student, meter, artifact_di
         artifact_dir=artifact_dir, train_examples=list(env.train),
         teacher_embeddings=env.head.embeddings if needs.embeddings else None,
         teacher_lm_head=env.head.lm_head if needs.lm_head else None,
-        meter=meter)
+        meter=ReadOnlyMeter(meter))
 
 
 def teacher_generations(env: TrackEnv, method, meter: BudgetMeter) -> list[str]:
@@ -119,7 +132,7 @@ def teacher_generations(env: TrackEnv, method, meter: BudgetMeter) -> list[str]:
 def run_cell(env: TrackEnv, method, seed: int, artifact_dir, progress_desc: str = "") -> tuple[dict, dict, dict]:
     """Train and evaluate one method cell; returns (metrics, costs, lm_eval meta). Raises on failure."""
     budget = env.suite.budget
-    meter = BudgetMeter()
+    meter = BudgetMeter(max_steps=budget.steps, max_examples=budget.steps * budget.examples_per_step)
     torch.manual_seed(seed)
     student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels)
     with meter.phase("prepare"):
@@ -133,9 +146,12 @@ def run_cell(env: TrackEnv, method, seed: int, artifact_dir, progress_desc: str 
         meter.extra_params = sum(p.numel() for p in extra.parameters()) if extra is not None else 0
         data = CellData(env, method, seed, generations)
     vocab = None if env.encoder else len(env.student_tokenizer)
+    backend = backend_for(budget.precision)  # plain PyTorch, or accelerate for bf16 / several processes
     with meter.phase("train"), bar(total=budget.steps, desc=progress_desc or "train") as pb:
-        train(student, method, data.batches(budget.steps, budget.examples_per_step), budget, meter, vocab, extra,
+        batches = data.batches(budget.steps, budget.examples_per_step, shard=backend.shard)
+        train(student, method, batches, budget, meter, vocab, extra, backend=backend,
               progress=lambda step, terms: (pb.update(1), pb.set_postfix(loss=f"{terms.get('loss', 0):.3f}")))
+        backend.finish(student, meter)
     with meter.phase("eval"):
         metrics, meta = evaluate_model(env, student, env.student_tokenizer)
     return metrics, meter.as_dict(), meta

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from ..data.collate import Encoded, encode_causal, encode_encoder
 from ..method import ModelDims
+from ..models.registry import resolve_folder
 from ..models.sources import load_pretrained, load_tokenizer, tokenizer_hash
 from ..specs import ModelSpec, SuiteSpec, TokenizerSpec, TrackSpec, is_encoder_track
 from ..teacher.cache import TeacherCache
 from ..teacher.signals import TeacherHead
 from ..teacher.train_teacher import teacher_folder, train_teacher
 from ..util import stable_hash
+from .faults import checkpoint
 from .progress import bar
 
 
@@ -38,6 +40,7 @@ class TrackEnv:
     test: list[dict]
     cache: TeacherCache
     num_labels: int = 0
+    test_sets: dict = field(default_factory=dict)   # name -> examples when a track has several sets
     _enc: dict = field(default_factory=dict)
 
     @property
@@ -75,7 +78,9 @@ class SuiteEnvironment:
     def __init__(self, suite: SuiteSpec, cache_root: Path):
         self.suite, self.cache_root = suite, Path(cache_root)
         self._splits: dict[str, dict[str, list[dict]]] = {}
+        self._test_sets: dict[str, dict[str, list[dict]]] = {}
         self._tokenizers: dict[str, object] = {}
+        self._folders: dict[str, Path] = {}
         self._teachers: dict[str, tuple[object, str]] = {}
         self._tracks: dict[str, TrackEnv] = {}
 
@@ -85,10 +90,15 @@ class SuiteEnvironment:
         return max(track.train, spec.train.examples if spec.train else 0)
 
     def splits(self, track: TrackSpec) -> dict[str, list[dict]]:
+        if track.name not in self._splits and track.data is not None:
+            from ..data.sources import load_track_data
+            sizes = {"train": track.train, "validation": track.validation, "test": track.test}
+            self._splits[track.name], self._test_sets[track.name] = load_track_data(
+                track.data, track.name, is_encoder_track(track), sizes, f"{self.suite.name}.tracks.{track.name}.data")
         if track.name not in self._splits:
             from ..data.tasks import make_splits
             sizes = {"train": self.teacher_examples(track), "validation": track.validation, "test": track.test}
-            raw = make_splits(track.task, sizes, self.suite.seed)
+            raw = make_splits(track.generator or track.task, sizes, self.suite.seed)
             self._splits[track.name] = {k: [dict(r) for r in v] for k, v in raw.items()}
         return self._splits[track.name]
 
@@ -107,30 +117,41 @@ class SuiteEnvironment:
             if model.source == "build":
                 spec = self.suite.tokenizer(model.tokenizer)
             else:  # a pretrained model brings its own tokenizer
-                spec = TokenizerSpec(name=model.name, source=model.source, path=model.path)
+                spec = TokenizerSpec(name=model.name, source="local", path=str(self.model_folder(model)))
             self._tokenizers[name] = load_tokenizer(spec, self.cache_root, lambda: self._corpus(spec.name))
         return self._tokenizers[name]
+
+    def model_folder(self, spec: ModelSpec) -> Path:
+        """The local folder of a pretrained model (downloaded or converted on first use)."""
+        if spec.name not in self._folders:
+            self._folders[spec.name] = resolve_folder(spec, self.cache_root)
+        return self._folders[spec.name]
 
     def teacher(self, spec: ModelSpec, encoder: bool, num_labels: int):
         """The teacher model and its cache key (trained on first use for `build`)."""
         if spec.name in self._teachers:
             return self._teachers[spec.name]
         tok = self.tokenizer(spec)
-        if spec.source != "build":
-            model = load_pretrained(spec.path, encoder, spec.trust_remote_code, num_labels)
-            key = stable_hash({"path": str(spec.path), "name": spec.name})
-        else:
+        pretrained = self.model_folder(spec) if spec.source != "build" else None
+        if pretrained is not None and spec.train is None:
+            model = load_pretrained(pretrained, encoder, spec.trust_remote_code, num_labels)
+            key = {"path": str(spec.path), "name": spec.name}
+            if spec.source not in ("local", "hf"):      # e.g. pip-gguf: the folder name carries the content hash
+                key["folder"] = pretrained.name
+            key = stable_hash(key)
+        else:      # built by the suite, or a pretrained model fine-tuned once on the suite's data (`train`)
             tracks = [t for t in self.suite.tracks if self.suite.pair(t.pair).teacher == spec.name]
             examples = [e for t in tracks for e in self.splits(t)["train"]]
             L = self.suite.budget.max_length
             folder = teacher_folder(self.cache_root, spec, tokenizer_hash(tok), examples, L, num_labels)
             if (folder / "config.json").exists():
-                model = load_pretrained(folder, encoder, num_labels=num_labels)
+                model = load_pretrained(folder, encoder, spec.trust_remote_code, num_labels=num_labels)
             else:
                 steps = spec.train.steps if spec.train else 1000
                 with bar(total=steps, desc=f"train teacher {spec.name}") as pb:
                     model = train_teacher(spec, tok, examples, encoder, num_labels, L, folder, self.suite.seed,
-                                          progress=lambda n, loss: (pb.update(n), pb.set_postfix(loss=f"{loss:.3f}")))
+                                          progress=lambda n, loss: (pb.update(n), pb.set_postfix(loss=f"{loss:.3f}")),
+                                          init_folder=pretrained)
             key = folder.name
         model.eval()
         for p in model.parameters():
@@ -153,6 +174,8 @@ class SuiteEnvironment:
         cache = TeacherCache(self.cache_root / "signals", teacher, key, head, encoder, t_tok,
                              self.suite.budget.eval_batch_size)
         env = TrackEnv(self.suite, track, s_spec, t_spec, self.tokenizer(s_spec), t_tok, teacher, key,
-                       splits["train"][:track.train], splits["test"], cache, num_labels)
+                       splits["train"][:track.train], splits["test"], cache, num_labels,
+                       self._test_sets.get(name, {}))
         self._tracks[name] = env
+        checkpoint("prepare")
         return env

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from ..batch import Side, TeacherSignals
 from ..data.collate import Encoded, pad_side
 from ..method import Needs
+from ..run.faults import checkpoint
 from ..util import stable_hash
 from .signals import TeacherHead, derive_signals, raw_keys, teacher_raw
 
@@ -45,6 +46,7 @@ class Ragged:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         save_file({"data": self.data.contiguous(), "offsets": self.offsets, "shapes": self.shapes}, tmp)
+        checkpoint("teacher-cache")
         os.replace(tmp, path)
 
     @classmethod

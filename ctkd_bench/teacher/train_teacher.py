@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..data.collate import encode_causal, encode_encoder, pad_side
 from ..models.sources import arch_spec, load_pretrained
 from ..models.build import build_model
+from ..run.faults import checkpoint
 from ..specs import ModelSpec, TrainSpec
 from ..train.forward import causal_ce
 from ..train.trainer import lr_factor
@@ -43,10 +44,16 @@ def length_bucketed_batches(encoded: list, batch_size: int, steps: int, rng: ran
 
 
 def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: bool, num_labels: int,
-                  max_length: int, folder: Path, seed: int, progress=None):
-    """Train from scratch on `examples` (all tracks this teacher serves); save to `folder`; load it back."""
+                  max_length: int, folder: Path, seed: int, progress=None, init_folder: Path | None = None):
+    """Train on `examples` (all tracks this teacher serves) from scratch, or fine-tune the pretrained
+    model in `init_folder`; save to `folder`; load it back."""
     train: TrainSpec = spec.train or TrainSpec()
-    model = build_model(arch_spec(spec, num_labels), tokenizer, seed)
+    if init_folder is not None:
+        with torch.random.fork_rng(devices=[]):   # a new classification head is seeded too
+            torch.manual_seed(seed)
+            model = load_pretrained(init_folder, encoder, spec.trust_remote_code, num_labels)
+    else:
+        model = build_model(arch_spec(spec, num_labels), tokenizer, seed)
     if encoder:
         encoded = [(encode_encoder(tokenizer, e["text"], max_length), int(e["label"])) for e in examples]
     else:
@@ -75,6 +82,7 @@ def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: boo
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    checkpoint("teacher-train")
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)

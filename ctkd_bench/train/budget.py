@@ -1,4 +1,9 @@
-"""The budget meter: what each cell consumed, recorded identically for every method."""
+"""The budget meter: what each cell consumed, recorded identically for every method.
+
+Only the core counts. A method sees the meter through `ReadOnlyMeter` (writes
+are refused), and the meter refuses to count past the suite's budget, so a
+cell that tries to take more steps or examples than the others fails.
+"""
 from __future__ import annotations
 
 import resource
@@ -8,6 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import CellFailure
+
+
+class BudgetExceeded(CellFailure):
+    """A cell tried to consume more than the suite's budget, or to change what was counted."""
 
 
 def peak_memory_mb() -> float:
@@ -29,6 +40,18 @@ class BudgetMeter:
     extra_params: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     peak_mem_mb: float = 0.0
+    max_steps: int | None = None       # the budget: None = not enforced
+    max_examples: int | None = None
+
+    def count_step(self, batch, reads_teacher: bool) -> None:
+        """Count one optimiser step on `batch`; refuse to go past the budget."""
+        if self.max_steps is not None and self.steps + 1 > self.max_steps:
+            raise BudgetExceeded(f"budget exceeded: step {self.steps + 1} of a {self.max_steps}-step budget")
+        self.steps += 1
+        self.count_batch(batch, reads_teacher)
+        if self.max_examples is not None and self.examples > self.max_examples:
+            raise BudgetExceeded(f"budget exceeded: {self.examples} training examples, "
+                                 f"the budget allows {self.max_examples}")
 
     @contextmanager
     def phase(self, name: str):
@@ -55,3 +78,24 @@ class BudgetMeter:
         for name in ("prepare", "train", "eval"):
             d[f"wall_{name}_s"] = round(self.phases.get(name, 0.0), 3)
         return d
+
+
+class ReadOnlyMeter:
+    """What a method may see of the meter (``ctx.meter``): every count, no way to change one."""
+
+    def __init__(self, meter: BudgetMeter):
+        object.__setattr__(self, "_meter", meter)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name in ("phase", "count_step", "count_batch"):
+            raise AttributeError(f"ctx.meter.{name} is not available to methods (the core meters)")
+        value = getattr(self._meter, name)
+        return dict(value) if isinstance(value, dict) else value
+
+    def __setattr__(self, name: str, value) -> None:
+        raise BudgetExceeded(f"a method tried to set ctx.meter.{name}; the budget meter is read-only "
+                             "for methods")
+
+    def __delattr__(self, name: str) -> None:
+        raise BudgetExceeded(f"a method tried to delete ctx.meter.{name}; the budget meter is read-only "
+                             "for methods")

@@ -25,6 +25,7 @@ def student_forward(model, side: Side, needs: Needs, vocab_size: int | None,
                 output_hidden_states=needs.student_hidden_states,
                 output_attentions=needs.student_attentions)
     logits = out.logits
+    base = model if hasattr(model, "get_input_embeddings") else model.module  # a DDP/FSDP wrapper: its model
     if targets is not None:  # encoder: classification
         ce = F.cross_entropy(logits.float(), targets)
         lm_head = None
@@ -32,13 +33,13 @@ def student_forward(model, side: Side, needs: Needs, vocab_size: int | None,
         if vocab_size is not None:
             logits = logits[..., :vocab_size]
         ce = causal_ce(logits, side.labels)
-        head = model.get_output_embeddings()
+        head = base.get_output_embeddings()
         lm_head = head.weight[:logits.shape[-1]] if head is not None else None
     return StudentOutputs(
         logits=logits,
         ce=ce,
         hidden_states=out.hidden_states if needs.student_hidden_states else None,
         attentions=out.attentions if needs.student_attentions else None,
-        embedding_weight=model.get_input_embeddings().weight,
+        embedding_weight=base.get_input_embeddings().weight,
         lm_head_weight=lm_head,
     )

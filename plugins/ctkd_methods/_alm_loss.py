@@ -28,6 +28,48 @@ def parse_mode(mode: str) -> set[str]:
     return flags
 
 
+class _TokenSpaceLogprobs(torch.autograd.Function):
+    """(token_logp [B, L-1], space_logp [B, L]) of fp32 logits [B, L, V], unclipped, with the analytic
+    gradient: d token/d logits = onehot - p and d space/d logits = q - p, where p = softmax(logits)
+    and q = the softmax restricted to the space tokens (p * mask / mass). One pass over the vocabulary
+    in backward instead of autograd's chain through exp, the mass product, gather and concatenation
+    (the ALM step cost); the forward values are the same expressions as before."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, space_mask):
+        top = logits.amax(-1, keepdim=True)
+        scaled = (logits - top).exp_()
+        z = scaled.sum(-1)
+        lse = top.squeeze(-1) + z.log()
+        token = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - lse[:, :-1]
+        mask = space_mask.to(scaled.dtype)
+        mass = scaled @ mask
+        space = top.squeeze(-1) + mass.clamp_min(_TINY).log() - lse
+        low = mass < _TINY
+        exact_q = None
+        if bool(low.any()):
+            where = low.nonzero(as_tuple=True)
+            masked = logits[where].masked_fill(~space_mask.bool(), float("-inf"))
+            exact = masked.logsumexp(-1)
+            space = space.index_put(where, exact - lse[where])
+            exact_q = torch.exp(masked - exact.unsqueeze(-1))       # q on the underflowing rows
+        ctx.save_for_backward(scaled, z, mass, mask, ids, low, exact_q)
+        return token, space
+
+    @staticmethod
+    def backward(ctx, g_token, g_space):
+        scaled, z, mass, mask, ids, low, exact_q = ctx.saved_tensors
+        g_tok = torch.cat([g_token, g_token.new_zeros(g_token.shape[0], 1)], dim=1)
+        a = torch.where(low, torch.zeros_like(g_space), g_space / mass.clamp_min(_TINY))
+        b = ((g_tok + g_space) / z).unsqueeze(-1)
+        grad = torch.where(mask.bool(), a.unsqueeze(-1) - b, -b).mul_(scaled)
+        if exact_q is not None:
+            where = low.nonzero(as_tuple=True)
+            grad.index_put_(where, grad[where] + g_space[where].unsqueeze(-1) * exact_q)
+        grad[:, :-1].scatter_add_(-1, ids[:, 1:].unsqueeze(-1), g_token.unsqueeze(-1))
+        return grad, None, None
+
+
 def token_and_space_logprobs(logits: torch.Tensor, ids: torch.Tensor,
                              space_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From raw logits [B, L, V] (real vocabulary), ids [B, L] and space_mask [V] bool:
@@ -36,20 +78,10 @@ def token_and_space_logprobs(logits: torch.Tensor, ids: torch.Tensor,
     One exponential pass over the vocabulary: exp(logits - max) gives the normaliser and, by a product
     with the mask, the space mass. Rows whose space mass underflows are recomputed exactly with a
     logsumexp over the space tokens (the official log of a dot product would give -inf there).
+    The gradient is analytic (`_TokenSpaceLogprobs`).
     """
-    logits = logits.float()
-    top = logits.detach().amax(-1, keepdim=True)
-    scaled = torch.exp(logits - top)
-    lse = top.squeeze(-1) + scaled.sum(-1).log()
-    token = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - lse[:, :-1]
+    token, space = _TokenSpaceLogprobs.apply(logits.float(), ids, space_mask.to(logits.device))
     token = torch.cat([token, token.new_zeros(token.shape[0], 1)], dim=1).clamp(max=0.0)
-    mass = scaled @ space_mask.to(scaled.dtype)
-    space = top.squeeze(-1) + mass.clamp_min(_TINY).log() - lse
-    low = mass < _TINY
-    if bool(low.any()):
-        where = low.nonzero(as_tuple=True)
-        exact = logits[where].masked_fill(~space_mask.bool(), float("-inf")).logsumexp(-1) - lse[where]
-        space = space.index_put(where, exact)
     return token, space.clamp(max=0.0)
 
 

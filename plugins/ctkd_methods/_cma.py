@@ -38,7 +38,8 @@ Deviations:
   pads to the longest row, so even the faithful global std sees fewer pad rows.
 - Teacher tensors are detached inside (the official ones come from ``no_grad``).
 - The heads and divergences are evaluated on target rows only (gathered ``[N, V]``)
-  instead of on every padded position and then masked: same values, less work.
+  instead of on every padded position and then masked: same values, less work. Likewise
+  the gated t2s KD is computed only on the rows the gate keeps (the others are 0).
 """
 from __future__ import annotations
 
@@ -142,7 +143,16 @@ def cma_attention_logits(query_states: torch.Tensor, keys: torch.Tensor, mask_s:
     """A [B, L_s, L_t] = Q Kᵀ / sqrt(dim) + (1 - m_s m_tᵀ)·(-1e5)."""
     scores = query_states.matmul(keys.transpose(-1, -2)) / math.sqrt(keys.shape[-1])
     both = mask_s.unsqueeze(-1) & mask_t.unsqueeze(1)
-    return scores + (~both).float() * MASK_FILL
+    return torch.where(both, scores, scores + MASK_FILL)   # = scores + (1 - both)·MASK_FILL, fewer passes
+
+
+def _student_kd(student_logits: torch.Tensor, m_s: torch.Tensor, t2s_logits: torch.Tensor,
+                kept: torch.Tensor | None, objective: KDObjective) -> torch.Tensor:
+    """D(z_s || z_t2s) on the target rows (``kept``: only those of them), teacher temperature on."""
+    if kept is None:
+        return objective(student_logits[m_s], t2s_logits, use_teacher_temperature=True)
+    pos = m_s.nonzero()[kept]                  # (b, t) of the kept target rows, in target order
+    return objective(student_logits[pos[:, 0], pos[:, 1]], t2s_logits[kept], use_teacher_temperature=True)
 
 
 def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t2s: Projector,
@@ -171,8 +181,9 @@ def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t
     targets = student.targets[m_s]
     t2s_ce = masked_ce_sum(t2s_logits, targets)
     correct = t2s_logits.argmax(-1) == targets
-    t2s_div = objective(student.logits[m_s], t2s_logits.detach(), use_teacher_temperature=True)
-    t2s_kd = (torch.where(correct, t2s_div, 0.0) if gate_t2s_kd else t2s_div).sum()
+    # gated: the official term is 0 where the t2s argmax misses, so only the kept rows are computed
+    kept = correct.nonzero().squeeze(-1) if gate_t2s_kd else None
+    t2s_kd = _student_kd(student.logits, m_s, t2s_logits.detach(), kept, objective).sum()
 
     # student -> teacher space: attend over student positions, read out with the teacher head
     s2t_values = project(s2t, student.hidden).float()

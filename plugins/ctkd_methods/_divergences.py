@@ -89,6 +89,11 @@ def _akl(lp_s: torch.Tensor, lp_t: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.where(total > 0, mixed / total.clamp_min(torch.finfo(total.dtype).tiny), mixed * 0)
 
 
+def _divided(x: torch.Tensor, by: float) -> torch.Tensor:
+    """x / by, skipping the full-size pass when by == 1 (exact: x / 1 == x)."""
+    return x if by == 1.0 else x / by
+
+
 @dataclass(frozen=True)
 class KDObjective:
     """A selectable divergence D(student || teacher) with the DSKD temperature rules."""
@@ -125,8 +130,8 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     divided by ``temperature``; teacher logits by ``temperature * teacher_temperature``.
     """
     key = canonical_objective(objective)
-    lp_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    lp_t = torch.log_softmax(teacher_logits.float() / temperature / teacher_temperature, dim=-1)
+    lp_s = torch.log_softmax(_divided(student_logits.float(), temperature), dim=-1)
+    lp_t = torch.log_softmax(_divided(_divided(teacher_logits.float(), temperature), teacher_temperature), dim=-1)
     if key == "fkl":
         return _fkl(lp_s, lp_t)
     if key == "rkl":

@@ -9,6 +9,7 @@ Shapes: B batch, S student length, T teacher length (padded, either side); masks
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -91,24 +92,40 @@ def _gather_rows(attention: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return avg.gather(1, index.unsqueeze(-1).expand(-1, -1, avg.shape[-1]))
 
 
-def ira_losses(student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
-               rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Per-example IRA [B]: sum over layer pairs of 1 - CKA between the head-mean attention rows.
+class IraIndex(NamedTuple):
+    """IRA rows as tensors: teacher / student query positions [B, m] (padded with 0) and which are real."""
+    teacher: torch.Tensor
+    student: torch.Tensor
+    real: torch.Tensor
 
-    student_attentions[k] [B, H, S, S] is paired with teacher_attentions[k] [B, H, T, T]; rows[b] =
-    (teacher query positions, student query positions), the same count m. Each row spans all keys
-    (padding keys hold 0 and do not change CKA). m <= 1 gives exactly 1 with no gradient (official).
-    """
-    B, m = len(rows), max((len(s) for _, s in rows), default=0)
-    device = student_attentions[0].device
-    if m == 0:
-        return torch.full((B,), float(len(student_attentions)), dtype=torch.float64, device=device)
+
+def ira_index(rows: list[tuple[list[int], list[int]]], device=None) -> IraIndex:
+    """rows[b] = (teacher positions, student positions), the same count per example -> `IraIndex`."""
+    m = max((len(s) for _, s in rows), default=0)
     t_idx = torch.tensor([t + [0] * (m - len(t)) for t, _ in rows], dtype=torch.long, device=device)
     s_idx = torch.tensor([s + [0] * (m - len(s)) for _, s in rows], dtype=torch.long, device=device)
     real = torch.arange(m, device=device) < torch.tensor([len(s) for _, s in rows], device=device).unsqueeze(-1)
+    return IraIndex(t_idx.view(len(rows), m), s_idx.view(len(rows), m), real.view(len(rows), m))
+
+
+def ira_losses(student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
+               rows: list[tuple[list[int], list[int]]] | IraIndex) -> torch.Tensor:
+    """Per-example IRA [B]: sum over layer pairs of 1 - CKA between the head-mean attention rows.
+
+    student_attentions[k] [B, H, S, S] is paired with teacher_attentions[k] [B, H, T, T]; rows[b] =
+    (teacher query positions, student query positions), the same count m (or an `IraIndex`). Each row
+    spans all keys (padding keys hold 0 and do not change CKA). m <= 1 gives exactly 1 with no
+    gradient (official).
+    """
+    device = student_attentions[0].device
+    index = rows if isinstance(rows, IraIndex) else ira_index(rows, device)
+    B, m = index.real.shape
+    if m == 0:
+        return torch.full((B,), float(len(student_attentions)), dtype=torch.float64, device=device)
     total = torch.zeros(B, dtype=torch.float64, device=device)
     for s_att, t_att in zip(student_attentions, teacher_attentions):
-        total = total + 1.0 - batched_linear_cka(_gather_rows(s_att, s_idx), _gather_rows(t_att, t_idx), real)
+        total = total + 1.0 - batched_linear_cka(_gather_rows(s_att, index.student), _gather_rows(t_att, index.teacher),
+                                                 index.real)
     return total
 
 
@@ -126,7 +143,7 @@ def emo_loss(student_logits: torch.Tensor, targets: torch.Tensor, student_hidden
              projected_teacher_hidden: torch.Tensor, s_mask: torch.Tensor, t_mask: torch.Tensor,
              teacher_last_attention: torch.Tensor, mass_source: torch.Tensor,
              student_attentions: list[torch.Tensor], teacher_attentions: list[torch.Tensor],
-             ira_rows: list[tuple[list[int], list[int]]], *, kd_rate: float = 0.5, ira_weight: float = 0.1,
+             ira_rows: list[tuple[list[int], list[int]]] | IraIndex, *, kd_rate: float = 0.5, ira_weight: float = 0.1,
              sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 100, sinkhorn_gradient: str = "implicit",
              sinkhorn_tol: float | None = 1e-5, ira_batch_mean: bool = False,
              fix_student_mass: bool = False) -> dict[str, torch.Tensor]:
@@ -137,7 +154,7 @@ def emo_loss(student_logits: torch.Tensor, targets: torch.Tensor, student_hidden
     teacher_last_attention [B, H_t, T, T] (teacher's last layer); mass_source [B, S] long (teacher
     position per student position, -1 none, see `_emo_tokens.mass_sources`); student_attentions /
     teacher_attentions: the IRA layer pairs; ira_rows[b] = (teacher rows, student rows), positions in
-    the padded sequences. Returns {"loss", "ce", "ira", "otis"}.
+    the padded sequences (or the same as an `IraIndex`). Returns {"loss", "ce", "ira", "otis"}.
     """
     ce = F.cross_entropy(student_logits.float(), targets)
     t_mass = teacher_mass(teacher_last_attention, t_mask)

@@ -7,8 +7,8 @@ dP = P * (df + dg - dC) / eps, and for an upstream gradient G
 
     dL/dC = P * (x_i + y_j - G_ij) / eps,   [[diag(P1), P], [P^T, diag(P^T 1)]] [x; y] = [(G*P)1; (G*P)^T 1]
 
-(the system is singular along (1, -1), which x_i + y_j does not see; it is solved by eliminating x,
-in float64). The forward pass is the shared `ctkd_bench.align.ot.sinkhorn` either way; the implicit
+(the system is singular along (1, -1), which x_i + y_j does not see; it is solved in float64 by
+eliminating the longer side's duals, so the linear solve has the size of the shorter side). The forward pass is the shared `ctkd_bench.align.ot.sinkhorn` either way; the implicit
 mode may stop early once the marginal error is below ``tol``. Marginals are constants (no gradient).
 """
 from __future__ import annotations
@@ -32,21 +32,32 @@ class _ImplicitSinkhorn(torch.autograd.Function):
     def backward(ctx, grad_plan):
         (plan,) = ctx.saved_tensors
         P, G = plan.double(), grad_plan.double()
-        rows, cols = P.sum(-1), P.sum(-2)
-        live_r, live_c = rows > 0, cols > 0
         GP = G * P
         r, c = GP.sum(-1), GP.sum(-2)
-        inv_rows = torch.where(live_r, 1.0 / rows.clamp_min(1e-300), torch.zeros_like(rows))
-        # Schur complement on the columns: (D_c - P^T D_r^-1 P) y = c - P^T D_r^-1 r
-        schur = torch.diag_embed(torch.where(live_c, cols, torch.ones_like(cols)))
-        schur = schur - P.transpose(1, 2) @ (P * inv_rows.unsqueeze(-1))
-        ones = live_c.double()
-        schur = schur + ones.unsqueeze(-1) * ones.unsqueeze(-2)      # fixes the (1, -1) gauge
-        rhs = c - (P.transpose(1, 2) @ (r * inv_rows).unsqueeze(-1)).squeeze(-1)
-        y = torch.linalg.solve(schur, rhs.unsqueeze(-1)).squeeze(-1)
-        x = (r - (P @ y.unsqueeze(-1)).squeeze(-1)) * inv_rows
+        if P.shape[-1] < P.shape[-2]:
+            x, y = _potential_duals(P, r, c)
+        else:       # the system is symmetric in (rows, columns): solve on the shorter side
+            y, x = _potential_duals(P.transpose(1, 2), c, r)
         grad = P * (x.unsqueeze(-1) + y.unsqueeze(-2) - G) / ctx.eps
         return grad.to(grad_plan.dtype), None, None, None, None, None
+
+
+def _potential_duals(P: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x [B, n], y [B, m]) solving [[diag(P1), P], [P^T, diag(P^T 1)]] [x; y] = [r; c] (float64) up to
+    the (1, -1) gauge, by eliminating x and solving the m x m Schur complement on y (pass P^T with
+    (c, r) to eliminate y instead: one linear solve of the smaller size)."""
+    rows, cols = P.sum(-1), P.sum(-2)
+    live_r, live_c = rows > 0, cols > 0
+    inv_rows = torch.where(live_r, 1.0 / rows.clamp_min(1e-300), torch.zeros_like(rows))
+    # Schur complement on the columns: (D_c - P^T D_r^-1 P) y = c - P^T D_r^-1 r
+    schur = torch.diag_embed(torch.where(live_c, cols, torch.ones_like(cols)))
+    schur = schur - P.transpose(1, 2) @ (P * inv_rows.unsqueeze(-1))
+    ones = live_c.double()
+    schur = schur + ones.unsqueeze(-1) * ones.unsqueeze(-2)      # fixes the (1, -1) gauge
+    rhs = c - (P.transpose(1, 2) @ (r * inv_rows).unsqueeze(-1)).squeeze(-1)
+    y = torch.linalg.solve(schur, rhs.unsqueeze(-1)).squeeze(-1)
+    x = (r - (P @ y.unsqueeze(-1)).squeeze(-1)) * inv_rows
+    return x, y
 
 
 def sinkhorn_plan(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, n_iters: int = 100,

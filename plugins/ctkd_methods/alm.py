@@ -53,12 +53,17 @@ Deviations and interpretations:
   differ (the official code requires equal sizes then). Official projector lr: 2 x the model lr; the
   contract takes an absolute lr, so the default (None) is the student's lr — set ``projector_lr`` to
   twice the suite lr to reproduce.
+- Needs follow the config (`ALM.needs_for`; the class attribute declares the superset): teacher and
+  student hidden states only with the latents loss, student hidden states also with GradMag.
+- Cost: chunks are memoised per sentence (tokenkit builds them in its data collator) and the token /
+  space log-probs have an analytic gradient (`_alm_loss._TokenSpaceLogprobs`); same values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
@@ -100,12 +105,21 @@ def loss_memberships(chunk_s: torch.Tensor, chunk_t: torch.Tensor, exact: torch.
     return onehot(ids_s), onehot(ids_t)
 
 
+def _span_key(spans) -> bytes:
+    """Cache key of one row's real-token spans: their int64 bytes (as `Side.offsets` holds them)."""
+    return np.ascontiguousarray(spans, dtype=np.int64).reshape(-1, 2).tobytes()
+
+
 @lru_cache(maxsize=1 << 17)
-def _row_chunks(spans_s: tuple, spans_t: tuple) -> tuple[list[int], list[int], list[bool]]:
-    """Chunk id of every token of one row (both sides) and which chunks are exact (`span_groups`)."""
-    groups = span_groups(list(spans_s), list(spans_t))
-    return ([c for c, g in enumerate(groups) for _ in g.a], [c for c, g in enumerate(groups) for _ in g.b],
-            [g.exact for g in groups])
+def _row_chunks(key_s: bytes, key_t: bytes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chunk id of every real token of one row (both sides) and which chunks are exact (`span_groups`),
+    from the rows' `_span_key`s."""
+    spans_s = np.frombuffer(key_s, dtype=np.int64).reshape(-1, 2).tolist()
+    spans_t = np.frombuffer(key_t, dtype=np.int64).reshape(-1, 2).tolist()
+    groups = span_groups([tuple(sp) for sp in spans_s], [tuple(sp) for sp in spans_t])
+    return (torch.tensor([c for c, g in enumerate(groups) for _ in g.a], dtype=torch.long),
+            torch.tensor([c for c, g in enumerate(groups) for _ in g.b], dtype=torch.long),
+            torch.tensor([g.exact for g in groups], dtype=torch.bool))
 
 
 def chunk_ids(side_s, side_t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,29 +127,30 @@ def chunk_ids(side_s, side_t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     exact ([B, C] bool): the `span_groups` of each row's real tokens, in text order.
 
     Same result as `ctkd_bench.align.groups.batch_chunk_matrices` (checked by the tests), built from
-    cached per-row lists with one tensor write per side (`prepare` fills the cache for the training
-    set, as tokenkit computes its alignments in the data collator, outside the step).
+    per-row results memoised on the rows' spans (`prepare` fills the cache for the training set, as
+    tokenkit computes its alignments in the data collator, outside the step) with one masked write
+    per side.
     """
-    mask_s, mask_t = side_s.attention_mask.tolist(), side_t.attention_mask.tolist()
-    offsets_s, offsets_t = side_s.offsets.tolist(), side_t.offsets.tolist()
-    ids_s = [[-1] * len(row) for row in mask_s]
-    ids_t = [[-1] * len(row) for row in mask_t]
-    rows = []
-    for b in range(len(mask_s)):
-        pos_s = [i for i, m in enumerate(mask_s[b]) if m]
-        pos_t = [i for i, m in enumerate(mask_t[b]) if m]
-        cs, ct, exact = _row_chunks(tuple(tuple(offsets_s[b][i]) for i in pos_s),
-                                    tuple(tuple(offsets_t[b][i]) for i in pos_t))
-        for i, c in zip(pos_s, cs):
-            ids_s[b][i] = c
-        for i, c in zip(pos_t, ct):
-            ids_t[b][i] = c
-        rows.append(exact)
-    width = max(map(len, rows), default=0)
-    exact = [row + [False] * (width - len(row)) for row in rows]
+    real_s, real_t = side_s.attention_mask.bool(), side_t.attention_mask.bool()
+    rows = [_row_chunks(_span_key(a), _span_key(b)) for a, b in zip(_real_rows(side_s.offsets, real_s),
+                                                                     _real_rows(side_t.offsets, real_t))]
     device = side_s.input_ids.device
-    return (torch.tensor(ids_s, dtype=torch.long, device=device), torch.tensor(ids_t, dtype=torch.long, device=device),
-            torch.tensor(exact, dtype=torch.bool, device=device).view(len(rows), width))
+    ids_s = torch.full(real_s.shape, -1, dtype=torch.long)
+    ids_t = torch.full(real_t.shape, -1, dtype=torch.long)
+    width = max((len(r[2]) for r in rows), default=0)
+    exact = torch.zeros(len(rows), width, dtype=torch.bool)
+    if rows:
+        ids_s[real_s.cpu()] = torch.cat([r[0] for r in rows])
+        ids_t[real_t.cpu()] = torch.cat([r[1] for r in rows])
+        for b, r in enumerate(rows):
+            exact[b, :len(r[2])] = r[2]
+    return ids_s.to(device), ids_t.to(device), exact.to(device)
+
+
+def _real_rows(offsets: torch.Tensor, real: torch.Tensor) -> list[np.ndarray]:
+    """Each row's real-token spans [n_b, 2] (int64, text order), from padded offsets [B, L, 2]."""
+    flat = offsets[real].cpu().numpy()
+    return np.split(flat, np.cumsum(real.sum(1).cpu().numpy())[:-1])
 
 
 def chunk_member_matrix(ids: torch.Tensor, n_chunks: int) -> torch.Tensor:
@@ -190,6 +205,15 @@ class ALM(Method):
     def __init__(self, config=None):
         super().__init__(config)
         self._space_s = self._space_t = None
+        self.needs = self.needs_for(self.config)
+
+    @classmethod
+    def needs_for(cls, config) -> Needs:
+        """This configuration's needs (the class declares the superset): hidden states only for the
+        latents loss (teacher and student) and GradMag (the student's last block)."""
+        latents = "latents" in config.losses
+        return Needs(logits=True, hidden_states=(-1,) if latents else (),
+                     student_hidden_states=latents or (config.gradmag and len(config.losses) > 1))
 
     def prepare(self, ctx):
         self._space_s = space_mask(ctx.student_tokenizer, ctx.student_dims.vocab_size)
@@ -201,7 +225,7 @@ class ALM(Method):
             prompt = ex.get("prompt", "")
             enc_s = encode_causal(ctx.student_tokenizer, prompt, ex["response"], 1 << 30)
             enc_t = encode_causal(ctx.teacher_tokenizer, prompt, ex["response"], 1 << 30)
-            _row_chunks(tuple(map(tuple, enc_s.spans)), tuple(map(tuple, enc_t.spans)))
+            _row_chunks(_span_key(enc_s.spans), _span_key(enc_t.spans))
 
     def setup(self, ctx):
         if "latents" not in self.config.losses:

@@ -50,18 +50,27 @@ Deviations (deliberate):
   (at most 64 per source id).
 - Equal entropies on a side (e.g. one content token) give weight 4 (official: NaN cast to int).
 - No silent zero loss: the official code returns KD = 0 for the whole batch on any exception.
+
+Implementation (step cost; values identical to the per-row computation, tested against it):
+the token edit distances come from a [V_t, V_s] table built in ``prepare`` when the vocabularies
+are small (``_token_cost``); the entropy weights depend on the logits, so the weighted DTW runs
+every step, for the whole batch at once (``ctkd_bench.align.dtw_batch``, exact for the integer
+costs); content rows are gathered once for the batch and the merges are per-row matrix products
+as before; the dynamic map is vectorised (``cdm_vocab.dynamic_map``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
-from ctkd_bench.align.dtw import dtw, path_maps
-from ctkd_bench.align.editdist import pairwise_edit_distance
+from ctkd_bench.align.dtw import dtw
+from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
+from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
 
 UNMAPPED_LOGIT = -1e4
@@ -69,35 +78,72 @@ UNMAPPED_LOGIT = -1e4
 
 def entropy_weights(logits: torch.Tensor) -> torch.Tensor:
     """[n] long in {3, 4, 5} from [n, V] logits (the official ``calculate_weight``)."""
+    return batch_entropy_weights(logits, torch.ones(1, logits.shape[0], dtype=torch.bool))[0]
+
+
+def row_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of ``softmax(logits)`` per row, in float64 with the official 1e-10 floor."""
     probs = torch.softmax(logits.detach().double(), dim=-1) + 1e-10
-    entropy = -(probs * probs.log()).sum(-1)
-    span = entropy.max() - entropy.min()
-    if span <= 0:
-        return torch.full((logits.shape[0],), 4, dtype=torch.long)
-    factor = torch.sigmoid((entropy - entropy.min()) / span * 4 - 2)
-    return (factor * 3 + 3).long()
+    return -(probs * probs.log()).sum(-1)
+
+
+def weights_from_entropy(entropy: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``entropy_weights`` of each row's real entries of ``entropy`` [B, W] at once: [B, W] long (4 elsewhere)."""
+    low = entropy.masked_fill(~real, float("inf")).amin(1, keepdim=True)
+    span = entropy.masked_fill(~real, float("-inf")).amax(1, keepdim=True) - low
+    factor = torch.sigmoid((entropy - low) / span * 4 - 2)
+    return torch.where(real & (span > 0), (factor * 3 + 3).long(), 4)
+
+
+def batch_entropy_weights(rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``entropy_weights`` of every row's content rows at once: [B, W] long (4 off ``real``).
+
+    ``rows`` [N, V]: the logit rows of the True cells of ``real`` [B, W], in row-major order.
+    """
+    entropy = torch.zeros(real.shape, dtype=torch.float64, device=real.device)
+    return weights_from_entropy(entropy.masked_scatter(real, row_entropy(rows)), real)
+
+
+def merge_matrices(on_path: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The merge as matrices from the DTW path cells ``on_path`` [n_t, n_s] bool: (M_t [G, n_t], M_s [G, n_s]).
+
+    Each student row j first takes the mean of its aligned teacher rows; groups = the distinct
+    lists of student rows aligned to one teacher row, in order of first appearance; each group
+    averages its members (the official ``merge_tensor`` twice). On a monotone path equal lists
+    are adjacent, so a group starts wherever a teacher row's list differs from the previous one.
+    """
+    n_t, n_s = on_path.shape
+    if n_t == 0 or n_s == 0:
+        return torch.zeros(0, n_t, dtype=torch.float64), torch.zeros(0, n_s, dtype=torch.float64)
+    on = on_path.to(torch.float64)
+    to_student = (on.T / on.sum(0).unsqueeze(1)).contiguous()                 # [n_s, n_t]
+    starts = torch.ones(n_t, dtype=torch.bool)
+    starts[1:] = (on_path[1:] != on_path[:-1]).any(1)
+    first_rows = on[starts]
+    m_s = (first_rows / first_rows.sum(1, keepdim=True)).contiguous()          # [G, n_s]
+    return m_s @ to_student, m_s
 
 
 def alignment_matrices(cost: torch.Tensor, w_t: torch.Tensor, w_s: torch.Tensor):
-    """Weighted DTW, then the merge as matrices: (M_t [G, n_t], M_s [G, n_s]) with Z = M @ rows.
+    """Weighted DTW of one sequence pair, then `merge_matrices`: (M_t [G, n_t], M_s [G, n_s]).
 
-    ``cost`` [n_t, n_s] edit distances. Each student row j first takes the mean of its aligned
-    teacher rows; groups = the distinct lists of student rows aligned to one teacher row, in order
-    of first appearance; each group averages its members (the official ``merge_tensor`` twice).
+    ``cost`` [n_t, n_s] edit distances. The per-pair form of what ``CDM.merged_steps`` does
+    for a whole batch at once.
     """
     n_t, n_s = cost.shape
-    if n_t == 0 or n_s == 0:
-        return torch.zeros(0, n_t, dtype=torch.float64), torch.zeros(0, n_s, dtype=torch.float64)
-    _, path = dtw(cost, w_t, w_s)
-    t_to_s, s_to_t = path_maps(path, n_t, n_s)
-    to_student = torch.zeros(n_s, n_t, dtype=torch.float64)
-    for j, rows in enumerate(s_to_t):
-        to_student[j, rows] = 1.0 / len(rows)
-    groups = list(dict.fromkeys(tuple(js) for js in t_to_s))
-    m_s = torch.zeros(len(groups), n_s, dtype=torch.float64)
-    for g, js in enumerate(groups):
-        m_s[g, list(js)] = 1.0 / len(js)
-    return m_s @ to_student, m_s
+    on_path = torch.zeros(n_t, n_s, dtype=torch.bool)
+    if n_t and n_s:
+        _, path = dtw(cost, w_t, w_s)
+        on_path[tuple(torch.tensor(path).T)] = True
+    return merge_matrices(on_path)
+
+
+def content_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions with ``labels != -100``, left-aligned per row: ([B, W], sizes [B]); W = max size."""
+    is_content = labels != IGNORE_INDEX
+    sizes = is_content.sum(1)
+    order = torch.sort((~is_content).to(torch.int8), dim=1, stable=True).indices
+    return order[:, :int(sizes.max()) if sizes.numel() else 0], sizes
 
 
 def cdm_distance(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, temperature: float,
@@ -123,6 +169,17 @@ def gather_mapped(z: torch.Tensor, ids: torch.Tensor, drop_zero: bool) -> torch.
     return z.gather(-1, ids.clamp(min=0)).masked_fill(off, UNMAPPED_LOGIT)
 
 
+def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k ids [B, G, k] of the real steps of ``z`` [B, G, V]; padded steps get ids 0..k-1.
+
+    Padded steps only ever reach masked terms, so their ids are arbitrary; skipping them
+    saves the top-k over the padding.
+    """
+    ids = torch.arange(k, device=z.device).expand(*z.shape[:-1], k).clone()
+    ids[valid] = z[valid].topk(k, dim=-1).indices
+    return ids
+
+
 def cdm_kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, valid: torch.Tensor, tables: dict, *,
                 top_k: int = 100, temperature: float = 2.0, fix_swapped_roles: bool = False,
                 fix_candidate_filter: bool = False, fix_mask_leak: bool = False,
@@ -134,7 +191,7 @@ def cdm_kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, valid: torch.Tensor, table
     """
     z_t = z_t.detach()
     k = min(top_k, z_s.shape[-1], z_t.shape[-1])
-    top_t, top_s = z_t.topk(k, dim=-1).indices, z_s.detach().topk(k, dim=-1).indices
+    top_t, top_s = real_step_topk(z_t, valid, k), real_step_topk(z_s.detach(), valid, k)
     keep_zero = fix_mask_leak
 
     def candidates(top, source_exact):
@@ -206,43 +263,46 @@ class CDM(Method):
             "near_s2t": cdm_vocab.near_candidates(s_str, t_str, torch.nonzero(stu2tea < 0)[:, 0].tolist(), thr, specials),
         }
         self.strings, self.specials = (s_str, t_str), specials
+        self.token_cost = TokenCost(t_str, s_str, specials)    # [V_t, V_s] table when small
         ctx.state["cdm_tables"] = self.tables
 
-    def token_cost(self, t_ids: list[int], s_ids: list[int]) -> torch.Tensor:
-        """Edit-distance cost between the response tokens; memoised per token-id pair (fixed per example)."""
-        key = (tuple(t_ids), tuple(s_ids))
-        cache = self.__dict__.setdefault("_cost_cache", {})
-        if key not in cache:
-            if len(cache) >= 100_000:
-                cache.clear()
-            cache[key] = self._token_cost(t_ids, s_ids)
-        return cache[key]
+    @staticmethod
+    def content_rows(labels: torch.Tensor, logits: torch.Tensor, shift: int):
+        """Each row's content-position logit rows, all rows at once.
 
-    def _token_cost(self, t_ids: list[int], s_ids: list[int]) -> torch.Tensor:
-        s_str, t_str = self.strings
-        a, b = [t_str[i] for i in t_ids], [s_str[i] for i in s_ids]
-        cost = torch.from_numpy(pairwise_edit_distance(a, b)).double()
-        ta = torch.tensor([x in self.specials for x in a]).unsqueeze(1)
-        sb = torch.tensor([x in self.specials for x in b]).unsqueeze(0)
-        return cost.masked_fill(ta & sb, 0.0)
+        Returns (rows [N, V]: row b's rows are the b-th block of ``sizes``, in position order;
+        positions [B, W] left-aligned; real [B, W] bool; sizes [B]). One gather for the batch
+        keeps the backward to one scatter (per-row indexing would zero-fill [B, L, V] per row).
+        """
+        pos, sizes = content_positions(labels)
+        real = torch.arange(pos.shape[1], device=pos.device) < sizes.unsqueeze(1)
+        # fix_row_shift: the row before a token predicts it (a row at position 0 has none: itself)
+        flat = torch.arange(len(pos), device=pos.device).unsqueeze(1) * labels.shape[1] + (pos - shift).clamp(min=0)
+        return logits.flatten(0, 1)[flat[real]], pos, real, sizes
 
     def merged_steps(self, batch, s_logits, t_logits):
-        """Per-row DTW + merge, padded: (Z_s [B, G, V_s], Z_t [B, G, V_t], valid [B, G])."""
+        """DTW + merge of every row at once, padded: (Z_s [B, G, V_s], Z_t [B, G, V_t], valid [B, G])."""
         shift = int(self.config.fix_row_shift)
+        rows_s, s_pos, real_s, n_s = self.content_rows(batch.student.labels, s_logits, shift)
+        rows_t, t_pos, real_t, n_t = self.content_rows(batch.teacher.labels, t_logits, shift)
+        w_s = batch_entropy_weights(rows_s, real_s).cpu().numpy()
+        w_t = batch_entropy_weights(rows_t, real_t).cpu().numpy()
+        s_ids = batch.student.input_ids.gather(1, s_pos).cpu().numpy()
+        t_ids = batch.teacher.input_ids.gather(1, t_pos).cpu().numpy()
+        n_s, n_t = n_s.tolist(), n_t.tolist()
+        cost = np.zeros((len(n_s), t_ids.shape[1], s_ids.shape[1]))
+        for b, (nt, ns) in enumerate(zip(n_t, n_s)):
+            cost[b, :nt, :ns] = self.token_cost(t_ids[b, :nt], s_ids[b, :ns])
+        # integer edit distances times integer weights: exact, as the per-pair dtw's products
+        on_path = torch.from_numpy(dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], n_t, n_s))
         out_s, out_t = [], []
-        for b in range(s_logits.shape[0]):
-            s_pos = torch.nonzero(batch.student.labels[b] != IGNORE_INDEX)[:, 0]
-            t_pos = torch.nonzero(batch.teacher.labels[b] != IGNORE_INDEX)[:, 0]
-            # fix_row_shift: the row before a token predicts it (a row at position 0 has none: itself)
-            rows_s, rows_t = s_logits[b, (s_pos - shift).clamp(min=0)], t_logits[b, (t_pos - shift).clamp(min=0)]
-            cost = self.token_cost(batch.teacher.input_ids[b, t_pos].tolist(),
-                                   batch.student.input_ids[b, s_pos].tolist())
-            m_t, m_s = alignment_matrices(cost, entropy_weights(rows_t), entropy_weights(rows_s))
-            out_s.append(m_s.to(rows_s.dtype) @ rows_s)
-            out_t.append(m_t.to(rows_t.dtype) @ rows_t)
-        width = max(z.shape[0] for z in out_s)
-        valid = torch.tensor([[g < z.shape[0] for g in range(width)] for z in out_s], device=s_logits.device)
-        pad = lambda zs: torch.stack([torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[0])) for z in zs])
+        for b, (z_s, z_t) in enumerate(zip(rows_s.split(n_s), rows_t.split(n_t))):
+            m_t, m_s = merge_matrices(on_path[b, :n_t[b], :n_s[b]])
+            out_s.append(m_s.to(z_s.device, z_s.dtype) @ z_s)
+            out_t.append(m_t.to(z_t.device, z_t.dtype) @ z_t)
+        sizes = torch.tensor([z.shape[0] for z in out_s], device=s_logits.device)
+        valid = torch.arange(int(sizes.max()), device=s_logits.device) < sizes.unsqueeze(1)
+        pad = lambda zs: torch.nn.utils.rnn.pad_sequence(zs, batch_first=True)
         return pad(out_s), pad(out_t), valid
 
     def loss(self, batch, student, teacher):

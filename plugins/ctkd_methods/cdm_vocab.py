@@ -9,7 +9,8 @@ distance ``ED(a, b) / (len a + len b)`` (spaces removed) below the threshold is 
 per-sample copy of the exact map; a later step overwrites an earlier one; the final map is then
 read at every slot. Here the same result is computed without a Python loop over slots: the
 candidates within the threshold are precomputed per source id (``near_candidates``, in
-``prepare``), and a step's choice is the first of them present in that step's target top-K.
+``prepare``), and a step's choice is the first of them present in that step's target top-K
+(one lookup in a per-step membership table, only for the slots without an exact match).
 
 Sentinel: -1 = "no mapping" (the official code uses id 0; its side effect, that a real token
 with id 0 is always dropped, is reproduced where the caller asks for it).
@@ -87,33 +88,37 @@ def dynamic_map(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tens
                 near: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Target id for every source top-K slot (-1: unmapped): exact match, else the dynamic one.
 
-    ``src_top`` [B, G, K] source ids; ``cand_top`` [B, G, K] target candidates per step (-1 =
-    removed); ``exact`` [V_src] (-1 none); ``near`` [V_src, R] (from ``near_candidates``);
-    ``valid`` [B, G] real steps. Within a row, a source id's dynamic target is the one chosen at
-    the last step that found one (the official in-place map update).
+    ``src_top`` [B, G, K] source ids (distinct within a step); ``cand_top`` [B, G, K] target
+    candidates per step (-1 = removed); ``exact`` [V_src] (-1 none); ``near`` [V_src, R] (from
+    ``near_candidates``); ``valid`` [B, G] real steps. Within a row, a source id's dynamic target
+    is the one chosen at the last step that found one (the official in-place map update).
+
+    Only the slots without an exact match are searched: a step's candidate set is a row of a
+    [B * G, V_tgt] membership table, so each near candidate is one lookup.
     """
     B, G, K = src_top.shape
+    device = src_top.device
     em = exact[src_top]
     miss = (em < 0) & valid.unsqueeze(-1)
-    cands = near[src_top]                                           # [B, G, K, R]
-    pool = cand_top.sort(dim=-1).values                             # [B, G, K]
-    flat = cands.reshape(B, G, -1)
-    pos = torch.searchsorted(pool, flat).clamp(max=K - 1)
-    member = (pool.gather(-1, pos) == flat).reshape(cands.shape) & (cands >= 0)
-    first = member.to(torch.int8).argmax(-1, keepdim=True)
+    b_idx, g_idx, _ = torch.nonzero(miss, as_tuple=True)
+    src = src_top[miss]                                             # [M]
+    cands = near[src]                                               # [M, R]
+    width = max(int(cand_top.max()) if cand_top.numel() else 0, int(near.max()) if near.numel() else 0) + 2
+    present = torch.zeros(B * G, width, dtype=torch.bool, device=device)
+    present.scatter_(1, torch.where(cand_top >= 0, cand_top, width - 1).view(B * G, K), True)
+    present[:, width - 1] = False                                   # the removed-candidate column
+    cell = (b_idx * G + g_idx).unsqueeze(-1) * width + torch.where(cands >= 0, cands, width - 1)
+    member = present.view(-1).take(cell)                            # [M, R]
+    first = member.to(torch.int8).argmax(-1, keepdim=True)         # the first member, else 0
     choice = cands.gather(-1, first).squeeze(-1)
-    found = miss & member.any(-1)
-    # last step wins: per (row, source id), keep the choice of the largest g that found one
-    steps = torch.arange(G, device=src_top.device).view(1, G, 1).expand(B, G, K)
-    rows = torch.arange(B, device=src_top.device).view(B, 1, 1).expand(B, G, K)
-    key = rows * exact.numel() + src_top
-    f_key, f_step, f_choice = key[found], steps[found], choice[found]
-    order = torch.argsort(f_key * G + f_step)
-    f_key, f_choice = f_key[order], f_choice[order]
-    last = torch.ones_like(f_key, dtype=torch.bool)
-    last[:-1] = f_key[1:] != f_key[:-1]
-    u_key, u_choice = f_key[last], f_choice[last]
-    at = torch.searchsorted(u_key, key).clamp(max=max(len(u_key) - 1, 0))
-    hit = (u_key[at] == key) if len(u_key) else torch.zeros_like(key, dtype=torch.bool)
-    dyn = torch.where(hit & miss, u_choice[at] if len(u_key) else key.new_full(key.shape, -1), -1)
-    return torch.where(miss, dyn, em)
+    found = member.gather(-1, first).squeeze(-1)                    # = member.any(-1), cheaper
+    # last step wins: per (row, source id), the choice made at the largest step that found one
+    key = b_idx * exact.numel() + src                               # [M]
+    last_step = torch.full((B * exact.numel(),), -1, dtype=torch.long, device=device)
+    last_step.scatter_reduce_(0, key[found], g_idx[found], reduce="amax")
+    winner = found & (g_idx == last_step[key])                      # one slot per key (ids distinct per step)
+    table = torch.full_like(last_step, -1)
+    table[key[winner]] = choice[winner]
+    out = em.clone()
+    out[miss] = table[key]
+    return out

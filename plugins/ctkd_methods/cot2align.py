@@ -50,9 +50,11 @@ Deviations:
   are shuffled into different batches); normalisation treats the step as one batch
   of 2B records. Denominators are per micro-batch, not per global batch.
 - Precision: OT in fp32 with fp32 marginals (official bf16, ETP even requires bf16 marginals).
-- Sinkhorn: the shared log-domain ``align.ot.sinkhorn`` (u-first, no 1e-9 guards) instead
-  of the official plain-domain loop (v first, ``+1e-9`` in each division); both reach the
-  same plan (tested against a transcription of the official per-row loop).
+- Sinkhorn: log-domain (u-first, no 1e-9 guards; the iteration of ``align.ot.sinkhorn``,
+  batched over all OT terms of a step in ``_cot2align_ot``) instead of the official
+  plain-domain loop (v first, ``+1e-9`` in each division); both reach the same plan (tested
+  against a transcription of the official per-row loop and against one ``align.ot.sinkhorn``
+  call over all terms).
 - Sinkhorn stopping: the official loop checks its L1 column-marginal error against 1e-9
   at iterations 1 and 51 only, a level below fp32/bf16 noise, so it effectively always
   runs 100 iterations. Here the (row-)marginal error is checked every iteration against
@@ -62,7 +64,9 @@ Deviations:
 - The KD objective default is FKL (argparse default; the GPT-2 script uses
   ``skewed_reverse_kl``, the TinyLlama one FKL with kd_rate 0.9).
 - Cost: the core runs one extra student and teacher pass per step on the view and a
-  teacher generation pass over the training prompts (metered as the method's).
+  teacher generation pass over the training prompts (metered as the method's). The student
+  processes 2B records per step (forward and backward), so a step costs at least about twice
+  an SFT step whatever the loss costs.
 
 Contract with the core: ``needs.generations``; the teacher continues
 ``generation_prompt(example)`` once per training example with ``generation_settings``
@@ -74,23 +78,20 @@ student (``student.views["cot"]``, with hidden states) and the teacher
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
-from ctkd_bench.align.ot import sinkhorn
 
-from ._cma import cma_terms, preshift_labels, project
+from ._cma import cma_terms, preshift_labels
+from ._cot2align_ot import (DIVISORS, KERNELS, FormatStates, attention_cost, cross_cot_ot, etp,
+                            transport_plan)
 from ._divergences import KDObjective, canonical_objective
 from .dskd import build_projectors, student_inputs, teacher_inputs
 
 COT_TRIGGER = "Let's think step by step.\n"
 ANSWER_BRIDGE = "\nTherefore, the answer is: "
-KERNELS = ("mul", "div")
-DIVISORS = ("records", "nonempty_rows")
 
 
 # -- the CoT view ------------------------------------------------------------------------------
@@ -106,130 +107,12 @@ def cot_view(example: dict) -> tuple[str, str]:
     return cot_prompt(example), example["generation"] + ANSWER_BRIDGE + example["response"].lstrip()
 
 
-# -- entropic OT (ETP) -------------------------------------------------------------------------
-def attention_cost(x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
-    """M [R, n, m] = 1 - softmax over valid y of x yᵀ / sqrt(d) (official 'attention' cost)."""
-    scores = x.matmul(y.transpose(-1, -2)) / math.sqrt(x.shape[-1])
-    scores = scores.masked_fill(~y_mask.unsqueeze(1), torch.finfo(scores.dtype).min)
-    return 1.0 - torch.softmax(scores, dim=-1)
-
-
-def transport_plan(cost: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor, *, alpha: float,
-                   kernel: str = "mul", n_iters: int = 100, tol: float = 0.0) -> torch.Tensor:
-    """ETP plan [R, n, m]: uniform marginals on the valid positions of each row.
-
-    ``align.ot.sinkhorn`` with an explicit kernel convention: "mul" K = exp(-alpha·M) (the
-    official CoT2Align code), "div" K = exp(-M/alpha) (EMO). Masked positions get zero
-    marginal and an exactly zero plan, so a row equals the official run on the pruned
-    sequences. ``tol`` > 0 stops once every row's marginal L1 error is below it.
-    """
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    a = x_mask.to(cost.dtype) / x_mask.sum(-1, keepdim=True).clamp_min(1)
-    b = y_mask.to(cost.dtype) / y_mask.sum(-1, keepdim=True).clamp_min(1)
-    return sinkhorn(cost, a, b, alpha, n_iters=n_iters, kernel=kernel, tol=tol if tol > 0 else None)
-
-
-def etp(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor, *,
-        alpha: float = 0.1, kernel: str = "mul", n_iters: int = 100, tol: float = 0.0) -> torch.Tensor:
-    """ETP per row [R] (float32): Σ P ⊙ M between x [R, n, d] and y [R, m, d] on masked positions.
-
-    Masks [R, n] / [R, m] bool mark the positions that take part (either padding side);
-    a row with no valid position on either side gives 0 (and is not solved, so it cannot
-    hold up the early stop). Both inputs may carry grad.
-    """
-    x_mask, y_mask = x_mask.bool(), y_mask.bool()
-    live = (x_mask.any(-1) & y_mask.any(-1)).nonzero().squeeze(-1)
-    out = x.new_zeros(x.shape[0], dtype=torch.float32)
-    if live.numel() == 0:
-        return out
-    cost = attention_cost(x[live].float(), y[live].float(), y_mask[live])
-    plan = transport_plan(cost, x_mask[live], y_mask[live], alpha=alpha, kernel=kernel, n_iters=n_iters,
-                          tol=tol)
-    return out.index_copy(0, live, (plan * cost).sum((-1, -2)))
-
-
-# -- the six OT terms ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FormatStates:
-    """One answer format (plain or CoT) of a batch, for the OT terms.
-
-    student: (embedding output, last hidden) [B, L_s, d_s]; teacher: the same two layers
-    already through the ``ot`` projector, [B, L_t, d_s]; masks [B, L] bool = pre-shifted
-    target masks (response positions as the official code scores them).
-    """
-    student: tuple[torch.Tensor, torch.Tensor]
-    teacher: tuple[torch.Tensor, torch.Tensor]
-    student_mask: torch.Tensor
-    teacher_mask: torch.Tensor
-
-
-def _pad_to(t: torch.Tensor, length: int) -> torch.Tensor:
-    extra = length - t.shape[1]
-    if extra == 0:
-        return t
-    return torch.cat([t, t.new_zeros((t.shape[0], extra) + tuple(t.shape[2:]))], dim=1)
-
-
-def cross_cot_ot(plain: FormatStates, cot: FormatStates, *, fix_masked_ot_terms: bool = False,
-                 divisor: str = "records", alpha: float = 0.1, kernel: str = "mul",
-                 n_iters: int = 100, tol: float = 0.0) -> torch.Tensor:
-    """The official six-term OT loss (x2: plain and CoT records) as one scalar.
-
-    Per layer: terms 1-2 ETP(s, t) within each format (plain record and CoT record),
-    terms 3-4 ETP(s_plain, t_cot), terms 5-6 ETP(s_cot, t_plain), the last with an
-    all-False teacher mask unless ``fix_masked_ot_terms`` (official data bug).
-    divisor "records": Σ / (4 · 2B); "nonempty_rows": each call / (4 · its non-empty rows).
-    """
-    if divisor not in DIVISORS:
-        raise ValueError(f"divisor must be one of {DIVISORS}, got {divisor!r}")
-    t_plain_cross = plain.teacher_mask if fix_masked_ot_terms else torch.zeros_like(plain.teacher_mask)
-    pairs = []  # (student format, teacher format, teacher mask), order = calls 1-2p, 1-2c, 3-4, 5-6
-    pairs.append((plain, plain, plain.teacher_mask))
-    pairs.append((cot, cot, cot.teacher_mask))
-    pairs.append((plain, cot, cot.teacher_mask))
-    pairs.append((cot, plain, t_plain_cross))
-    B = plain.student_mask.shape[0]
-    nonempty = torch.stack([s.student_mask.any(-1) & t_mask.any(-1) for s, _, t_mask in pairs])  # [4, B]
-    rows = _pair_etps(pairs, [k for k in range(4) if nonempty[k].any()], alpha, kernel, n_iters, tol)
-    if divisor == "records":
-        return rows.sum() / (4 * 2 * B)
-    total = rows.new_zeros(())
-    for g in (slice(0, 2), slice(2, 3), slice(3, 4)):  # the official calls; terms 1-2 span both records
-        total = total + rows[:, g].sum((1, 2)).div(4 * nonempty[g].sum().clamp_min(1)).sum()
-    return total
-
-
-def _pair_etps(pairs, live: list[int], alpha, kernel, n_iters, tol) -> torch.Tensor:
-    """ETP rows [2 layers, 4 pairs, B] in one batched Sinkhorn; pairs not in `live` stay 0
-    (the faithful terms 5-6 have an all-False teacher mask and are not computed)."""
-    fmt = pairs[0][0]
-    B = fmt.student_mask.shape[0]
-    if not live:
-        return fmt.student[0].new_zeros((2, 4, B), dtype=torch.float32)
-    n_max = max(pairs[k][0].student_mask.shape[1] for k in live)
-    m_max = max(pairs[k][2].shape[1] for k in live)
-    xs, ys, xm, ym = [], [], [], []
-    for layer in (0, 1):
-        for k in live:
-            s_fmt, t_fmt, t_mask = pairs[k]
-            xs.append(_pad_to(s_fmt.student[layer], n_max))
-            ys.append(_pad_to(t_fmt.teacher[layer], m_max))
-            xm.append(_pad_to(s_fmt.student_mask, n_max))
-            ym.append(_pad_to(t_mask, m_max))
-    values = etp(torch.cat(xs), torch.cat(ys), torch.cat(xm), torch.cat(ym), alpha=alpha, kernel=kernel,
-                 n_iters=n_iters, tol=tol)
-    rows = values.new_zeros((2, 4, B))
-    rows[:, live] = values.view(2, len(live), B)
-    return rows
-
-
 # -- the method ----------------------------------------------------------------------------------
 def _format_states(side_s, student, side_t, teacher, ot: nn.Module) -> FormatStates:
     hs, ht = student.hidden_states, teacher.hidden_states
-    return FormatStates(student=(hs[0], hs[-1]), teacher=(project(ot, ht[0].detach()), project(ot, ht[-1].detach())),
+    return FormatStates(student=(hs[0], hs[-1]), teacher=(ht[0].detach(), ht[-1].detach()),
                         student_mask=preshift_labels(side_s.labels) != -100,
-                        teacher_mask=preshift_labels(side_t.labels) != -100)
+                        teacher_mask=preshift_labels(side_t.labels) != -100, teacher_projector=ot)
 
 
 class CoT2Align(Method):
@@ -316,3 +199,7 @@ class CoT2Align(Method):
 @hookimpl
 def ctkd_register_methods(register):
     register(CoT2Align)
+
+
+__all__ = ["CoT2Align", "FormatStates", "attention_cost", "cot_prompt", "cot_view", "cross_cot_ot", "etp",
+           "transport_plan"]

@@ -7,7 +7,8 @@ tokens), the OTIS loss (Sinkhorn OT between student and projected teacher states
 importance masses) and the total L = a CE + (1 - a)(L_IRA + L_OTIS) (equation numbers [UNVERIFIED]).
 Official code: haian1910/LLM2Vec_Distillation @ 9676fdbfe137a9e94b1afcb7aa7e02f95973a550,
 Classification/criterions/ot_pro_rmse_cka.py (class OT_PRO_RMSE_CKA; the classification copy).
-Pure pieces: `_emo_tokens` (token strings, MinED maps) and `_emo_loss` (tensors; `emo_loss`).
+Pure pieces: `_emo_tokens` (token strings, MinED maps), `_emo_align` (batch index tensors) and
+`_emo_loss` (tensors; `emo_loss`).
 
 As implemented officially (defaults here): L = (1 - 0.5) CE + 0.5 (0.1 IRA + OTIS), where
 - IRA: reciprocal MinED map over the sentence's token sets, kept for the teacher tokens among the top
@@ -45,6 +46,9 @@ Deviations and interpretations:
   iterations made an EMO step about 2.5-4.5x an SFT step on the tiny suite; ``"unrolled"``
   reproduces the official autograd exactly.
 - Label smoothing is not applied (the scripts leave it at 0).
+- Cost: the token-string work of each sentence (MinED maps, first positions, stop-word exclusions) is
+  cached (`_emo_align.RowPlan`, filled in `prepare`); the attention-dependent top-m selection and IRA
+  rows run as whole-batch array ops (`_emo_align.batch_alignment`); same rows as the per-example code.
 """
 from __future__ import annotations
 
@@ -52,12 +56,14 @@ import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.data.collate import encode_encoder
 
 from . import _emo_tokens as tok
+from ._emo_align import RowPlan, batch_alignment, row_plan
 from ._emo_loss import attention_received, emo_loss  # noqa: F401  (emo_loss: the pure loss)
 from ._emo_sinkhorn import GRADIENTS
 
@@ -74,17 +80,31 @@ def ira_layer_pairs(n_student: int, n_teacher: int, k: int) -> list[tuple[int, i
 
 
 @lru_cache(maxsize=1 << 17)
-def _maps(t_tokens: tuple, s_tokens: tuple, t_plain: tuple, s_plain: tuple, specials: tuple):
-    """Importance-independent token work of one example; `prepare` fills this cache for the training
-    sentences, so a training step only looks it up (a truncated sentence is computed on first use)."""
-    reciprocal = tok.reciprocal_map(list(t_plain), list(s_plain))
-    otis_map = tok.otis_token_map(list(t_tokens), list(s_tokens), *specials)
-    return reciprocal, tok.mass_sources(otis_map, list(t_tokens), list(s_tokens))
+def _plan(t_tokens: tuple, s_tokens: tuple, specials: tuple, text: str | None, t_spans: bytes | None) -> RowPlan:
+    """Importance-independent token work of one sentence (`RowPlan`); `prepare` fills this cache for
+    the training sentences, so a training step only looks it up (a truncated sentence is computed on
+    first use). specials = (teacher special strings, student special strings, teacher BOS/CLS, student
+    CLS/BOS); t_spans: the teacher tokens' int64 spans as bytes (None: no stop-word filter)."""
+    special_t, special_s, t_special, s_special = specials
+    reciprocal = tok.reciprocal_map([t for t in t_tokens if t not in special_t],
+                                    [s for s in s_tokens if s not in special_s])
+    otis_map = tok.otis_token_map(list(t_tokens), list(s_tokens), t_special, s_special)
+    source = tok.mass_sources(otis_map, list(t_tokens), list(s_tokens))
+    excluded = [False] * len(t_tokens)
+    if t_spans is not None:
+        spans = np.frombuffer(t_spans, dtype=np.int64).reshape(-1, 2).tolist()
+        excluded = tok.word_excluded_mask(text, [tuple(sp) for sp in spans])
+    return row_plan(reciprocal, source, list(t_tokens), list(s_tokens), excluded)
 
 
-@lru_cache(maxsize=1 << 17)
-def _excluded(text: str, spans: tuple) -> list[bool]:
-    return tok.word_excluded_mask(text, list(spans))
+def _span_bytes(spans) -> bytes:
+    return np.ascontiguousarray(spans, dtype=np.int64).reshape(-1, 2).tobytes()
+
+
+def _real_spans(offsets: torch.Tensor, real: torch.Tensor) -> list[bytes]:
+    """Each row's real-token spans as `_span_bytes`, from padded offsets [B, L, 2]."""
+    flat = offsets[real].cpu().numpy()
+    return [_span_bytes(rows) for rows in np.split(flat, np.cumsum(real.sum(1).cpu().numpy())[:-1])]
 
 
 class EMO(Method):
@@ -132,20 +152,17 @@ class EMO(Method):
         layers = tuple(sorted({-1, *(t for _, t in self._pairs)}))
         if layers != self.needs.attentions:
             self.needs = dataclasses.replace(type(self).needs, attentions=layers)
-        self._special_t = frozenset(ctx.teacher_tokenizer.all_special_tokens)
-        self._special_s = frozenset(ctx.student_tokenizer.all_special_tokens)
         t_special = ctx.teacher_tokenizer.bos_token or ctx.teacher_tokenizer.cls_token or "<s>"
         s_special = ctx.student_tokenizer.cls_token or ctx.student_tokenizer.bos_token or "[CLS]"
-        self._specials = (t_special, s_special)
+        self._specials = (frozenset(ctx.teacher_tokenizer.all_special_tokens),
+                          frozenset(ctx.student_tokenizer.all_special_tokens), t_special, s_special)
         for example in ctx.train_examples:   # one-off: the per-sentence token work of the training set
             text = example.get("text")
             if text is None:
                 continue
             t_tokens, t_spans = self._tokens(ctx.teacher_tokenizer, text)
             s_tokens, _ = self._tokens(ctx.student_tokenizer, text)
-            self._example_maps(t_tokens, s_tokens)
-            if self.config.stopword_filter:
-                _excluded(text, t_spans)
+            self._plan(s_tokens, t_tokens, text, _span_bytes(t_spans))
 
     @staticmethod
     def _tokens(tokenizer, text: str) -> tuple[tuple, tuple]:
@@ -153,35 +170,22 @@ class EMO(Method):
         enc = encode_encoder(tokenizer, text, 1 << 30)
         return tuple(tokenizer.convert_ids_to_tokens(enc.ids)), tuple(tuple(sp) for sp in enc.spans)
 
-    def _example_maps(self, t_tokens: tuple, s_tokens: tuple):
-        return _maps(t_tokens, s_tokens, tuple(t for t in t_tokens if t not in self._special_t),
-                     tuple(s for s in s_tokens if s not in self._special_s), self._specials)
-
     def setup(self, ctx):
         return torch.nn.Linear(ctx.teacher_dims.hidden_size, ctx.student_dims.hidden_size)
 
     def _alignment(self, batch, received: torch.Tensor):
-        """Per example: IRA rows (padded positions) and the OTIS mass source [B, S]."""
-        c = self.config
+        """IRA rows (`IraIndex`, padded positions) and the OTIS mass source [B, S] of the batch."""
         s_side, t_side = batch.student, batch.teacher
-        mask_s, mask_t = s_side.attention_mask.tolist(), t_side.attention_mask.tolist()
-        offsets_t, received = t_side.offsets.tolist(), received.tolist()
-        source = [[-1] * len(row) for row in mask_s]
-        rows = []
-        for b in range(len(batch)):
-            pos_s = [i for i, m in enumerate(mask_s[b]) if m]
-            pos_t = [i for i, m in enumerate(mask_t[b]) if m]
-            s_tokens, t_tokens = tuple(s_side.tokens[b]), tuple(t_side.tokens[b])
-            reciprocal, src = self._example_maps(t_tokens, s_tokens)
-            excluded = [False] * len(t_tokens)
-            if c.stopword_filter:
-                excluded = _excluded(batch.texts[b], tuple(tuple(offsets_t[b][p]) for p in pos_t))
-            top = tok.top_reciprocal_map(reciprocal, list(t_tokens), [received[b][p] for p in pos_t], excluded)
-            t_rows, s_rows = tok.ira_rows(top, list(t_tokens), list(s_tokens), c.ira_pair_by_mapping)
-            rows.append(([pos_t[i] for i in t_rows], [pos_s[i] for i in s_rows]))
-            for p, j in zip(pos_s, src):
-                source[b][p] = pos_t[j] if j >= 0 else -1
-        return rows, torch.tensor(source, dtype=torch.long, device=s_side.input_ids.device)
+        real_s, real_t = s_side.attention_mask.bool(), t_side.attention_mask.bool()
+        spans = _real_spans(t_side.offsets, real_t) if self.config.stopword_filter else [None] * len(batch)
+        plans = [self._plan(tuple(s_side.tokens[b]), tuple(t_side.tokens[b]), batch.texts[b], spans[b])
+                 for b in range(len(batch))]
+        return batch_alignment(plans, real_s, real_t, received, self.config.ira_pair_by_mapping)
+
+    def _plan(self, s_tokens: tuple, t_tokens: tuple, text: str, t_spans: bytes | None) -> RowPlan:
+        if not self.config.stopword_filter:
+            text = t_spans = None
+        return _plan(t_tokens, s_tokens, self._specials, text, t_spans)
 
     def loss(self, batch, student, teacher):
         if self._pairs is None:
@@ -197,7 +201,7 @@ class EMO(Method):
                        ira_weight=c.ira_weight, sinkhorn_eps=c.sinkhorn_eps, sinkhorn_iters=c.sinkhorn_iters,
                        sinkhorn_gradient=c.sinkhorn_gradient, sinkhorn_tol=c.sinkhorn_tol,
                        ira_batch_mean=c.ira_batch_mean, fix_student_mass=c.fix_student_mass)
-        n_rows = torch.tensor(float(sum(len(r[1]) for r in rows)) / max(len(rows), 1))
+        n_rows = rows.real.sum() / max(len(batch), 1)
         return {**{k: (v if k == "loss" else v.detach()) for k, v in out.items()}, "ira_rows": n_rows}
 
 

@@ -38,16 +38,24 @@ Deviations (deliberate):
   own logits (both contribute zero).
 - DTW alignments depend only on the token strings, so they are cached per (teacher, student)
   content-token sequence; the FuseLLM map files are rebuilt by the toolkit, not downloaded.
+
+Implementation (step cost; values identical to ``mined_row_alignment`` per row, tested): the
+rows of a batch not seen before are aligned together (``ctkd_bench.align.dtw_batch``, exact for
+integer edit distances), with the edit distances read from a [V_t, V_s] table built in
+``prepare`` when the vocabularies are small (``_token_cost``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
+from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.align.strings import dtw, mined_vocab_map, normalized_vocab, pairwise_edit_distance, path_maps
 from ctkd_bench.defaults import IGNORE_INDEX
+from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
 
 NEG = -1e5   # the DSKD code's finite "impossible" logit
@@ -81,6 +89,13 @@ def mined_row_alignment(teacher_strs: list[str], student_strs: list[str], teache
         ok = len(rows) == 1 and int(tea2stu[teacher_ids[rows[0]]]) == student_ids[j]
         kept.append(rows[0] if ok else -1)
     return kept
+
+
+def left_aligned(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions where ``mask`` [B, L] holds, left-aligned per row: ([B, W] with W = max count, counts [B])."""
+    sizes = mask.sum(1)
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    return order[:, :int(sizes.max()) if sizes.numel() else 0], sizes
 
 
 def content_rows(labels: torch.Tensor) -> torch.Tensor:
@@ -146,27 +161,48 @@ class MinED(Method):
         self.stu2tea = invert_vocab_map(tea2stu, len(ctx.student_tokenizer))
         self.student_strings = normalized_vocab(ctx.student_tokenizer)
         self.teacher_strings = normalized_vocab(ctx.teacher_tokenizer)
+        self.token_cost = TokenCost(self.teacher_strings, self.student_strings)   # [V_t, V_s] table when small
         self._alignments: dict = {}
 
     def aligned_rows(self, batch) -> torch.Tensor:
-        """[B, L_s] teacher position kept by each student content row (-1: one-hot or not content)."""
-        s_rows, t_rows = content_rows(batch.student.labels).cpu(), content_rows(batch.teacher.labels).cpu()
-        s_ids, t_ids = batch.student.input_ids.cpu(), batch.teacher.input_ids.cpu()
-        out = torch.full(s_ids.shape, -1, dtype=torch.long)
-        for b in range(s_ids.shape[0]):
-            s_pos, t_pos = torch.nonzero(s_rows[b])[:, 0], torch.nonzero(t_rows[b])[:, 0]
-            s_tok, t_tok = s_ids[b, s_pos].tolist(), t_ids[b, t_pos].tolist()
-            key = (tuple(t_tok), tuple(s_tok))
-            kept = self._alignments.get(key)
-            if kept is None:
-                kept = mined_row_alignment([self.teacher_strings[i] for i in t_tok],
-                                           [self.student_strings[i] for i in s_tok], t_tok, s_tok, self.tea2stu)
+        """[B, L_s] teacher position kept by each student content row (-1: one-hot or not content).
+
+        Alignments are memoised per (teacher, student) content-token sequence; the rows not seen
+        before are aligned together (`dtw_paths_batch`, costs from the id-pair table).
+        """
+        s_pos, n_s = left_aligned(content_rows(batch.student.labels).cpu())
+        t_pos, n_t = left_aligned(content_rows(batch.teacher.labels).cpu())
+        s_tok = batch.student.input_ids.cpu().gather(1, s_pos).numpy()
+        t_tok = batch.teacher.input_ids.cpu().gather(1, t_pos).numpy()
+        n_s, n_t = n_s.numpy(), n_t.numpy()
+        keys = [(tuple(t_tok[b, :n_t[b]].tolist()), tuple(s_tok[b, :n_s[b]].tolist())) for b in range(len(n_s))]
+        kept = [self._alignments.get(key) for key in keys]
+        todo = [b for b, k in enumerate(kept) if k is None]
+        if todo:
+            for b, k in zip(todo, self._align_rows(t_tok[todo], s_tok[todo], n_t[todo], n_s[todo])):
+                kept[b] = k
                 if len(self._alignments) < self.config.cache_size:
-                    self._alignments[key] = kept
-            kept_t = torch.tensor(kept, dtype=torch.long)
-            ok = kept_t >= 0
-            out[b, s_pos[ok]] = t_pos[kept_t[ok]]
+                    self._alignments[keys[b]] = k
+        out = torch.full(batch.student.input_ids.shape, -1, dtype=torch.long)
+        for b, k in enumerate(kept):
+            ok = k >= 0
+            out[b, s_pos[b, :n_s[b]][ok]] = t_pos[b, k[ok]]
         return out.to(batch.student.input_ids.device)
+
+    def _align_rows(self, t_tok: np.ndarray, s_tok: np.ndarray, n_t: np.ndarray, n_s: np.ndarray) -> list:
+        """`mined_row_alignment` of each row's content tokens, all rows at once: [n_s[b]] long tensors."""
+        if t_tok.shape[1] == 0 or s_tok.shape[1] == 0:
+            return [torch.full((ns,), -1, dtype=torch.long) for ns in n_s]
+        cost = np.zeros((len(n_s), t_tok.shape[1], s_tok.shape[1]))
+        for b, (nt, ns) in enumerate(zip(n_t, n_s)):
+            cost[b, :nt, :ns] = self.token_cost(t_tok[b, :nt], s_tok[b, :ns])
+        on_path = torch.from_numpy(dtw_paths_batch(cost, n_t, n_s))        # [B, N_t, N_s]
+        teacher_row = on_path.to(torch.int8).argmax(1)                     # a student column's (first) row
+        one_to_one = on_path.sum(1) == 1
+        t_ids = torch.from_numpy(t_tok).gather(1, teacher_row)
+        agree = self.tea2stu[t_ids] == torch.from_numpy(s_tok)
+        kept = torch.where(one_to_one & agree, teacher_row, -1)
+        return [kept[b, :ns] for b, ns in enumerate(n_s)]
 
     def loss(self, batch, student, teacher):
         cfg = self.config

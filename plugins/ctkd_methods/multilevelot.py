@@ -45,6 +45,11 @@ Deviations (deliberate):
   not see padded head columns.
 - ``f = 2`` (``greedy_algorithm_adjust_s``, an unused ablation that fails for Lm > 50) is not
   offered.
+
+Implementation notes (same values, less work): the row-wise steps (std, softmax, top-k) run on
+the real answer rows only and the zero padding rows are laid out afterwards; in v1/v2 the
+teacher's kept columns depend on the data only, so they are memoised per example id
+(`TeacherColumnMemo`, k floats per answer row) and reused when the example comes back.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.errors import ConfigError
-from ctkd_methods.uld import at_least_fp32, gather_rows, response_rows
+from ctkd_methods.uld import at_least_fp32
 
 VERSIONS = ("v1", "v2", "head")
 
@@ -64,35 +69,60 @@ def std_normalize(z: torch.Tensor) -> torch.Tensor:
     return z / (z.std(dim=-1, keepdim=True) + 1e-4)
 
 
-def answer_block(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, width: int,
-                 temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-aligned answer rows of one side, padded with zero rows to ``width``.
+def answer_rows(labels: torch.Tensor, drop_last: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(selected [B, L] bool, sizes [B]): the logit rows of each answer window, ``drop_last`` dropped.
 
-    Returns (probs [B, width, V], normalised logits [B, width, V] (0 on padding rows),
-    sizes [B] after dropping ``drop_last`` rows per answer).
+    Row t is an answer row when ``labels[b, t + 1] != -100`` (as ``uld.response_rows``); the
+    selection keeps each example's first ``sizes[b]`` answer rows, so ``x[selected]`` lists them
+    in batch order, left-aligned per example.
     """
-    rows, sizes = response_rows(labels)
-    sizes = (sizes - drop_last).clamp(min=0)
-    rows = rows[:, :min(rows.shape[1], width)]
-    z = std_normalize(at_least_fp32(gather_rows(logits, rows))) / temperature
-    real = (torch.arange(rows.shape[1], device=z.device) < sizes.unsqueeze(1)).unsqueeze(-1)
-    z = z * real
-    probs = torch.softmax(z, dim=-1) * real
-    pad = width - rows.shape[1]
-    if pad:
-        probs = torch.nn.functional.pad(probs, (0, 0, 0, pad))
-        z = torch.nn.functional.pad(z, (0, 0, 0, pad))
-    return probs, z, sizes
+    is_target = torch.zeros_like(labels, dtype=torch.bool)
+    is_target[:, :-1] = labels[:, 1:] != -100
+    sizes = (is_target.sum(1) - drop_last).clamp(min=0)
+    rank = is_target.cumsum(1) - 1
+    return is_target & (rank < sizes.unsqueeze(1)), sizes
 
 
-def select_columns(probs: torch.Tensor, z: torch.Tensor, k: int, version: str):
-    """The k kept vocabulary columns: per-position top-k (v1, v2) or batch-global rank (head)."""
-    k = min(k, probs.shape[-1])
+@dataclass
+class AnswerColumns:
+    """One side's kept columns on its real answer rows, in batch order (row-wise, no padding).
+
+    probs [N, k'] (k' = min(k, V)), logits [N, k'] (the normalised logits at the same columns)
+    or None when not needed, sizes [B] answer rows per example (N = sizes.sum()).
+    """
+    probs: torch.Tensor
+    logits: torch.Tensor | None
+    sizes: torch.Tensor
+
+    def laid_out(self, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, width, k'] left-aligned blocks with exact zero rows after each answer."""
+        real = (torch.arange(width, device=self.sizes.device) < self.sizes.unsqueeze(1)).unsqueeze(-1)
+
+        def lay_out(rows):
+            return rows.new_zeros(self.sizes.shape[0], width, rows.shape[-1]).masked_scatter(real, rows)
+        return lay_out(self.probs), (lay_out(self.logits) if self.logits is not None else None)
+
+
+def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, temperature: float,
+                   k: int, version: str, keep_logits: bool = True) -> AnswerColumns:
+    """Std-normalise, softmax and keep k columns of one side's answer rows.
+
+    v1/v2: the k largest probabilities of each row (the per-position descending sort, then the
+    first k columns); head: the k columns with the most total probability over the batch.
+    Only the real answer rows are computed; the official zero rows past each answer are added
+    by `AnswerColumns.laid_out` (their softmax is masked to 0, so their kept values are 0).
+    """
+    selected, sizes = answer_rows(labels, drop_last)
+    z = std_normalize(at_least_fp32(logits[selected]))                       # [N, V]
+    if temperature != 1.0:      # dividing by 1 is exact: skip the pass
+        z = z / temperature
+    probs = torch.softmax(z, dim=-1)
+    kk = min(k, probs.shape[-1])
     if version == "head":
-        cols = probs.detach().sum(dim=(0, 1)).topk(k).indices
-        return probs[..., cols], z[..., cols]
-    top = probs.topk(k, dim=-1)
-    return top.values, z.gather(-1, top.indices)
+        cols = probs.detach().sum(dim=0).topk(kk).indices
+        return AnswerColumns(probs[:, cols], z[:, cols] if keep_logits else None, sizes)
+    top = probs.topk(kk, dim=-1)
+    return AnswerColumns(top.values, z.gather(-1, top.indices) if keep_logits else None, sizes)
 
 
 def pad_vocab(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,26 +151,30 @@ def multilevelot_terms(student_logits: torch.Tensor, teacher_logits: torch.Tenso
                        teacher_temperature: float = 1.0, skip_student_eos: bool = True,
                        skip_teacher_eos: bool = False, sinkhorn_temperature: float = 2.0,
                        sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 10,
-                       mask_padding_rows: bool = False,
-                       fix_double_softmax: bool = False) -> dict[str, torch.Tensor]:
+                       mask_padding_rows: bool = False, fix_double_softmax: bool = False,
+                       teacher_columns: AnswerColumns | None = None) -> dict[str, torch.Tensor]:
     """The three MultiLevelOT terms (unweighted scalars): ``ad``, ``lg``, ``sd``.
 
     Inputs: raw **logits** [B, L_s, V_s] and [B, L_t, V_t] (real vocabularies; the teacher is
     detached here); HF-unshifted labels (-100 on BOS, prompt, padding), padding on either side.
     ``sd`` is the plain batch sum (v2, head) or the last row's value (v1), without the 0.001.
+    ``teacher_columns``: the teacher's `answer_columns` when already known (then
+    ``teacher_logits`` is not read); v1/v2 only, as head ranks columns over the whole batch.
     """
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
-    n_s = (response_rows(student_labels)[1] - int(skip_student_eos)).clamp(min=0)
-    n_t = (response_rows(teacher_labels)[1] - int(skip_teacher_eos)).clamp(min=0)
+    student = answer_columns(student_logits, student_labels, int(skip_student_eos), student_temperature,
+                             top_k, version, keep_logits=fix_double_softmax)
+    teacher = teacher_columns
+    if teacher is None:
+        teacher = answer_columns(teacher_logits.detach(), teacher_labels, int(skip_teacher_eos),
+                                 teacher_temperature, top_k, version, keep_logits=fix_double_softmax)
+    n_s, n_t = student.sizes, teacher.sizes
     width = int(torch.maximum(n_s, n_t).max()) if n_s.numel() else 0
-    p_s, z_s, _ = answer_block(student_logits, student_labels, int(skip_student_eos), width, student_temperature)
-    p_t, z_t, _ = answer_block(teacher_logits.detach(), teacher_labels, int(skip_teacher_eos), width,
-                               teacher_temperature)
-    s, zs = select_columns(p_s, z_s, top_k, version)
-    t, zt = select_columns(p_t, z_t, top_k, version)
+    (s, zs), (t, zt) = student.laid_out(width), teacher.laid_out(width)
     s, t = pad_vocab(s, t)
-    zs, zt = pad_vocab(zs, zt)
+    if fix_double_softmax:
+        zs, zt = pad_vocab(zs, zt)
     k = torch.minimum(n_s, n_t)
     positions = torch.arange(width, device=s.device)
     is_pair = positions < k.unsqueeze(1)                                   # [B, Lm]
@@ -167,6 +201,32 @@ def multilevelot_terms(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     sd_rows = (plan * cost).sum(dim=(1, 2))
     sd = sd_rows[-1] if version == "v1" else sd_rows.sum()
     return {"ad": ad, "lg": lg, "sd": sd}
+
+
+class TeacherColumnMemo:
+    """Per-example memo of the teacher's kept columns (k floats per answer row, not V).
+
+    Keyed by example id; entries are used only when every example of the batch is known with
+    the number of answer rows its labels give now. Stops adding entries past ``max_floats``.
+    """
+
+    def __init__(self, max_floats: int = 1 << 25):
+        self.rows: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.max_floats, self.floats = max_floats, 0
+
+    def get(self, ids: list[str], sizes: torch.Tensor, compute) -> AnswerColumns:
+        known = [self.rows.get(i) for i in ids]
+        if all(r is not None and r[0].shape[0] == n for r, n in zip(known, sizes.tolist())):
+            logits = None if known[0][1] is None else torch.cat([r[1] for r in known])
+            return AnswerColumns(torch.cat([r[0] for r in known]), logits, sizes)
+        cols = compute()
+        probs = cols.probs.detach().split(cols.sizes.tolist())
+        logits = cols.logits.detach().split(cols.sizes.tolist()) if cols.logits is not None else [None] * len(ids)
+        for i, p, z in zip(ids, probs, logits):
+            if i not in self.rows and self.floats + 2 * p.numel() <= self.max_floats:
+                self.rows[i] = (p, z)
+                self.floats += 2 * p.numel()
+        return cols
 
 
 class MultiLevelOT(Method):
@@ -206,6 +266,24 @@ class MultiLevelOT(Method):
             if self.top_k < 1:
                 raise ConfigError("methods.multilevelot.top_k: must be at least 1")
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._teacher_memo = TeacherColumnMemo()
+
+    def prepare(self, ctx) -> None:
+        super().prepare(ctx)
+        self._teacher_memo = TeacherColumnMemo()   # ids are per cell (track, teacher): start empty
+
+    def teacher_columns(self, batch, teacher) -> AnswerColumns | None:
+        """The teacher's kept columns, memoised per example (v1/v2: they depend on data only)."""
+        cfg = self.config
+        if cfg.version == "head":
+            return None
+        sizes = answer_rows(batch.teacher.labels, int(cfg.skip_teacher_eos))[1]
+        return self._teacher_memo.get(batch.ids, sizes, lambda: answer_columns(
+            teacher.logits.detach(), batch.teacher.labels, int(cfg.skip_teacher_eos), cfg.teacher_temperature,
+            cfg.top_k, cfg.version, keep_logits=cfg.fix_double_softmax))
+
     def loss(self, batch, student, teacher):
         cfg = self.config
         terms = multilevelot_terms(
@@ -214,7 +292,8 @@ class MultiLevelOT(Method):
             teacher_temperature=cfg.teacher_temperature, skip_student_eos=cfg.skip_student_eos,
             skip_teacher_eos=cfg.skip_teacher_eos, sinkhorn_temperature=cfg.sinkhorn_temperature,
             sinkhorn_eps=cfg.sinkhorn_eps, sinkhorn_iters=cfg.sinkhorn_iters,
-            mask_padding_rows=cfg.mask_padding_rows, fix_double_softmax=cfg.fix_double_softmax)
+            mask_padding_rows=cfg.mask_padding_rows, fix_double_softmax=cfg.fix_double_softmax,
+            teacher_columns=self.teacher_columns(batch, teacher))
         distill = cfg.distil_factor * (terms["ad"] + cfg.lg_weight * terms["lg"] + cfg.sd_weight * terms["sd"])
         out = {"loss": cfg.ce_weight * student.ce + distill, "ce": student.ce, "distill": distill.detach()}
         out.update({k: v.detach() for k, v in terms.items()})

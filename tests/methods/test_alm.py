@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from ctkd_bench import Needs
 from ctkd_bench.errors import ConfigError
 from ctkd_bench.plugins import PluginInfo, validate_method_class
 from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
@@ -96,6 +97,53 @@ def test_space_logprob_exact_when_the_space_mass_underflows():
     assert tok[0, 0].item() == pytest.approx(-200 - lse[0], rel=1e-6)
     (sp.sum() + tok.sum()).backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def reference_token_and_space_logprobs(logits, ids, space_mask):
+    """The plain-autograd implementation the analytic-gradient one replaced (kept as the reference)."""
+    logits = logits.float()
+    top = logits.detach().amax(-1, keepdim=True)
+    scaled = torch.exp(logits - top)
+    lse = top.squeeze(-1) + scaled.sum(-1).log()
+    token = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - lse[:, :-1]
+    token = torch.cat([token, token.new_zeros(token.shape[0], 1)], dim=1).clamp(max=0.0)
+    mass = scaled @ space_mask.to(scaled.dtype)
+    space = top.squeeze(-1) + mass.clamp_min(1e-30).log() - lse
+    low = mass < 1e-30
+    if bool(low.any()):
+        where = low.nonzero(as_tuple=True)
+        exact = logits[where].masked_fill(~space_mask.bool(), float("-inf")).logsumexp(-1) - lse[where]
+        space = space.index_put(where, exact)
+    return token, space.clamp(max=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_token_and_space_logprobs_equal_the_autograd_reference(dtype):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 7, 11, generator=g, dtype=torch.float64) * 4
+    logits[1, 2, :] = torch.linspace(-150, 0, 11, dtype=torch.float64)    # space mass underflows (row 1, 2)
+    mask = torch.zeros(11, dtype=torch.bool)
+    mask[[0, 3, 4]] = True
+    ids = torch.randint(0, 11, (3, 7), generator=g)
+    g_tok, g_sp = torch.randn(3, 7, generator=g), torch.randn(3, 7, generator=g)
+    got, want = [], []
+    for fn, out in ((token_and_space_logprobs, got), (reference_token_and_space_logprobs, want)):
+        x = logits.to(dtype).clone().requires_grad_()
+        tok, sp = fn(x, ids, mask)
+        ((tok * g_tok).sum() + (sp * g_sp).sum()).backward()
+        out += [tok.detach(), sp.detach(), x.grad]
+    assert bool((want[1] < -60).any())                        # the underflow path ran
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-6)
+
+
+def test_token_and_space_logprobs_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(2, 4, 5, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    mask = torch.tensor([True, False, True, False, False])
+    ids = torch.randint(0, 5, (2, 4), generator=g)
+    from ctkd_methods._alm_loss import _TokenSpaceLogprobs
+    assert torch.autograd.gradcheck(lambda x: _TokenSpaceLogprobs.apply(x, ids, mask), (logits,))
 
 
 def test_last_index_per_chunk_rules():
@@ -239,9 +287,19 @@ def test_chunk_ids_equal_the_toolkit_chunks(side):
     assert torch.equal(exact, ref.valid)
 
 
+def test_needs_follow_the_config():
+    assert ALM().needs == Needs(logits=True)                 # default: no hidden states anywhere
+    assert ALM(ALM.make_config({"gradmag": True})).needs == Needs(logits=True, student_hidden_states=True)
+    latents = ALM(ALM.make_config({"losses": ["alm", "latents"]})).needs
+    assert latents.hidden_states == (-1,) and latents.student_hidden_states
+    for config in ({}, {"gradmag": True}, {"losses": ["sft", "latents"]}):    # within the class superset
+        needs = ALM(ALM.make_config(config)).needs
+        assert set(needs.hidden_states) <= set(ALM.needs.hidden_states) and needs.logits
+
+
 def test_last_block_parameters_are_the_last_layer():
     pair = toy_pair("instruct")
-    method = _method(pair)
+    method = _method(pair, gradmag=True)
     student, _ = toy_forward(pair, method, toy_batch(pair, 2))
     found = {id(p) for p in last_block_parameters(student.hidden_states)}
     want = {id(p) for p in pair.student.model.layers[-1].parameters()} | {id(pair.student.model.norm.weight)}

@@ -2,6 +2,7 @@
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,7 +160,8 @@ def test_end_to_end_on_toy_pair(prepared, side, fixed):
         flags = dict(fix_swapped_roles=True, fix_candidate_filter=True, fix_mask_leak=True,
                      fix_distance=True, fix_row_shift=True)
         method = CDM(CDM.make_config(flags))
-        method.tables, method.strings, method.specials = prepared[1].tables, prepared[1].strings, prepared[1].specials
+        for name in ("tables", "strings", "specials", "token_cost"):
+            setattr(method, name, getattr(prepared[1], name))
     batch = toy_batch(pair, n=3, padding_side=side)
     pair.student.zero_grad(set_to_none=True)
     student, teacher = toy_forward(pair, method, batch)
@@ -177,3 +179,82 @@ def test_batch_of_one_with_an_empty_response(prepared):
     student, teacher = toy_forward(pair, method, batch)
     out = method.loss(batch, student, teacher)
     assert torch.isfinite(out["loss"])
+
+
+# -- the batched hot paths against straightforward per-row references --------------------------------
+def reference_merged_steps(method, batch, s_logits, t_logits):
+    """The per-row construction (official order): content rows, weights, edit-distance DTW, merge."""
+    from ctkd_bench.align.editdist import pairwise_edit_distance
+    shift = int(method.config.fix_row_shift)
+    s_str, t_str = method.strings
+    out_s, out_t = [], []
+    for b in range(s_logits.shape[0]):
+        s_pos = torch.nonzero(batch.student.labels[b] != -100)[:, 0]
+        t_pos = torch.nonzero(batch.teacher.labels[b] != -100)[:, 0]
+        rows_s, rows_t = s_logits[b, (s_pos - shift).clamp(min=0)], t_logits[b, (t_pos - shift).clamp(min=0)]
+        a = [t_str[i] for i in batch.teacher.input_ids[b, t_pos].tolist()]
+        c = [s_str[i] for i in batch.student.input_ids[b, s_pos].tolist()]
+        cost = torch.from_numpy(pairwise_edit_distance(a, c)).double()
+        both_eos = torch.tensor([x in method.specials for x in a])[:, None] & torch.tensor([x in method.specials for x in c])[None, :]
+        cost = cost.masked_fill(both_eos, 0.0)
+        m_t, m_s = alignment_matrices(cost, entropy_weights(rows_t), entropy_weights(rows_s))
+        out_s.append(m_s.to(rows_s.dtype) @ rows_s)
+        out_t.append(m_t.to(rows_t.dtype) @ rows_t)
+    width = max(z.shape[0] for z in out_s)
+    valid = torch.tensor([[g < z.shape[0] for g in range(width)] for z in out_s])
+    pad = lambda zs: torch.stack([torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[0])) for z in zs])
+    return pad(out_s), pad(out_t), valid
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("shift", [False, True])
+def test_batched_merge_equals_the_per_row_construction(prepared, side, shift):
+    pair, prepared_method = prepared
+    method = CDM(CDM.make_config({"fix_row_shift": shift}))
+    for name in ("tables", "strings", "specials", "token_cost"):
+        setattr(method, name, getattr(prepared_method, name))
+    examples = pair.examples[:5] + [{"id": "e", "prompt": "Reverse: cat\nAnswer:", "response": ""}]
+    batch = toy_batch(pair, examples=examples, padding_side=side)
+    with torch.no_grad():
+        student, teacher = toy_forward(pair, method, batch)
+    got = method.merged_steps(batch, student.logits, teacher.logits)
+    want = reference_merged_steps(method, batch, student.logits, teacher.logits)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and torch.equal(g, w)
+
+
+def test_token_cost_table_and_per_call_paths_equal_pairwise_distances():
+    from ctkd_bench.align.editdist import pairwise_edit_distance
+    from ctkd_methods._token_cost import TokenCost
+    a, b = ["ab", "</s>", "abc", "", "x"], ["abd", "<|im_end|>", "b", "ab"]
+    specials = frozenset({"</s>", "<|im_end|>"})
+    ia, ib = [2, 1, 0, 0, 3, 4], [3, 1, 0, 2, 2]
+    want = pairwise_edit_distance([a[i] for i in ia], [b[j] for j in ib])
+    want[1, 1] = 0                                       # both end-of-sequence strings
+    for max_pairs in (0, 1 << 22):                       # per-call distances / the full table
+        cost = TokenCost(a, b, specials, max_pairs=max_pairs)
+        for _ in range(2):                               # computed, then memoised (no table)
+            got = cost(ia, ib)
+            assert got.dtype == np.float64 and (got == want).all()
+            got[:] = -1                                  # callers may write into what they get
+    assert TokenCost(a, b, specials, max_pairs=0).table is None
+
+
+def test_dynamic_map_batched_rows_and_padded_steps_equal_the_loop():
+    rng = random.Random(7)
+    words = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 4))) for _ in range(30)]
+    src_str, tgt_str = words[:15], words[15:]
+    exact = torch.tensor([tgt_str.index(s) if s in tgt_str else -1 for s in src_str])
+    near = cdm_vocab.near_candidates(src_str, tgt_str, torch.nonzero(exact < 0)[:, 0].tolist(), 0.5,
+                                     specials=frozenset())
+    B, G, K = 3, 5, 4
+    src_top = torch.tensor([[rng.sample(range(15), K) for _ in range(G)] for _ in range(B)])
+    cand_top = torch.tensor([[rng.sample(range(15), K) for _ in range(G)] for _ in range(B)])
+    valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    got = cdm_vocab.dynamic_map(src_top, cand_top, exact, near, valid)
+    for b in range(B):
+        g_real = int(valid[b].sum())
+        want = loop_map(src_top[b, :g_real].tolist(), cand_top[b, :g_real].tolist(), exact.tolist(),
+                        src_str, tgt_str, 0.5)
+        assert got[b, :g_real].tolist() == want
+        assert torch.equal(got[b, g_real:], exact[src_top[b, g_real:]])   # padded steps: exact map only

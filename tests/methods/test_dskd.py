@@ -426,3 +426,20 @@ def test_plugin_registers_with_survey_category():
     cls = pm.methods()["dskd"].cls
     assert cls.category == "probability-distribution alignment"
     assert cls.needs.student_hidden_states and cls.needs.hidden_states == (-1,)
+
+
+def test_gated_t2s_kd_on_kept_rows_equals_the_masked_full_computation():
+    """The gate computes D only on the rows it keeps: same value and gradient as where(gate, D, 0)."""
+    from ctkd_methods._cma import _student_kd
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(2, 5, 7, generator=gen).requires_grad_()
+    m_s = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    t2s = torch.randn(5, 7, generator=gen)
+    correct = torch.tensor([True, False, True, False, True])
+    kd = KDObjective("srkl", temperature=2.0, teacher_temperature=1.3)
+    got = _student_kd(logits, m_s, t2s, correct.nonzero().squeeze(-1), kd).sum()
+    (g_got,) = torch.autograd.grad(got, logits)
+    want = torch.where(correct, kd(logits[m_s], t2s, use_teacher_temperature=True), 0.0).sum()
+    (g_want,) = torch.autograd.grad(want, logits)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert torch.allclose(g_got, g_want, atol=1e-7) and g_want[0, 2].abs().sum() == 0 < g_want[0, 1].abs().sum()

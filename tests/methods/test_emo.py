@@ -13,6 +13,7 @@ from ctkd_bench.plugins import PluginInfo, validate_method_class
 from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
 from ctkd_methods import _emo_tokens as tok
 from ctkd_bench.align.cka import linear_cka
+from ctkd_methods._emo_align import batch_alignment, row_plan
 from ctkd_methods._emo_loss import attention_received, batched_linear_cka
 from ctkd_methods._emo_sinkhorn import sinkhorn_plan
 from ctkd_methods.emo import EMO, emo_loss, ira_layer_pairs
@@ -256,6 +257,94 @@ def test_plugin_alignment_points_at_the_mapped_tokens():
         assert (source[b][batch.student.attention_mask[b] == 0] == -1).all()
 
 
+def reference_alignment(method, batch, received):
+    """The per-example loop the vectorised `_alignment` replaced (kept as the reference): IRA rows
+    [(teacher rows, student rows)] and the OTIS mass source [B, S], positions in the padded batch."""
+    c, s_side, t_side = method.config, batch.student, batch.teacher
+    t_special = method._specials[2:]
+    source = torch.full(s_side.attention_mask.shape, -1, dtype=torch.long)
+    rows = []
+    for b in range(len(batch)):
+        pos_s = s_side.attention_mask[b].nonzero().view(-1).tolist()
+        pos_t = t_side.attention_mask[b].nonzero().view(-1).tolist()
+        s_tokens, t_tokens = list(s_side.tokens[b]), list(t_side.tokens[b])
+        reciprocal = tok.reciprocal_map([t for t in t_tokens if t not in method._specials[0]],
+                                        [s for s in s_tokens if s not in method._specials[1]])
+        src = tok.mass_sources(tok.otis_token_map(t_tokens, s_tokens, *t_special), t_tokens, s_tokens)
+        excluded = [False] * len(t_tokens)
+        if c.stopword_filter:
+            excluded = tok.word_excluded_mask(batch.texts[b], [tuple(t_side.offsets[b, p].tolist()) for p in pos_t])
+        top = tok.top_reciprocal_map(reciprocal, t_tokens, [received[b, p].item() for p in pos_t], excluded)
+        t_rows, s_rows = tok.ira_rows(top, t_tokens, s_tokens, c.ira_pair_by_mapping)
+        rows.append(([pos_t[i] for i in t_rows], [pos_s[i] for i in s_rows]))
+        for p, j in zip(pos_s, src):
+            source[b, p] = pos_t[j] if j >= 0 else -1
+    return rows, source
+
+
+@pytest.mark.parametrize("overrides", [{}, {"ira_pair_by_mapping": True}, {"stopword_filter": False}])
+def test_vectorised_alignment_equals_the_per_example_reference(overrides):
+    pair = toy_pair("embed")
+    method = _method(pair, **overrides)
+    short = [dict(ex) for ex in pair.examples[:12]]
+    long = [dict(short[i], id=f"long{i}", text=" ".join(e["text"] for e in short[i:i + 4])) for i in range(0, 12, 3)]
+    batch = toy_batch(pair, examples=short[:4] + long)
+    _, teacher = toy_forward(pair, method, batch)
+    received = attention_received(teacher.attentions[-1], batch.teacher.attention_mask)
+    for importance in (received, torch.zeros_like(received), received.flip(-1)):   # ties: earlier first
+        rows, source = method._alignment(batch, importance)
+        want_rows, want_source = reference_alignment(method, batch, importance)
+        assert torch.equal(source, want_source)
+        got = [(rows.teacher[b][rows.real[b]].tolist(), rows.student[b][rows.real[b]].tolist())
+               for b in range(len(batch))]
+        assert got == want_rows
+    assert (want_source >= 0).sum() > len(batch)
+
+
+@pytest.mark.parametrize("pair_by_mapping", [False, True])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batch_alignment_equals_the_per_example_functions(pair_by_mapping, side):
+    """Synthetic sentences with large reciprocal maps (>= 3 IRA rows), tied importances, exclusions."""
+    g = torch.Generator().manual_seed(0)
+    pieces = [a + b for a in "abcdef" for b in "ghijkl"]
+    plans, sentences, importances, excludeds = [], [], [], []
+    for n_t, n_s in ((34, 30), (40, 36), (6, 5), (27, 19)):
+        t_tokens = ["<s>"] + ["▁" * int(torch.rand(1, generator=g) < 0.2) + pieces[int(i)]
+                              for i in torch.randint(0, 36, (n_t,), generator=g)] + ["</s>"]
+        s_tokens = ["[CLS]"] + [pieces[int(i)] for i in torch.randint(0, 36, (n_s,), generator=g)] + ["[SEP]"]
+        reciprocal = tok.reciprocal_map(t_tokens[1:-1], s_tokens[1:-1])
+        source = torch.randint(-1, len(t_tokens), (len(s_tokens),), generator=g).tolist()
+        excluded = (torch.rand(len(t_tokens), generator=g) < 0.2).tolist()
+        importance = (torch.rand(len(t_tokens), generator=g) * 4).round() / 4       # many ties
+        importance += torch.tensor([float(t in reciprocal) for t in t_tokens])      # map entries rank high
+        plans.append(row_plan(reciprocal, source, t_tokens, s_tokens, excluded))
+        sentences.append((reciprocal, t_tokens, s_tokens, source))
+        importances.append(importance)
+        excludeds.append(excluded)
+    S, T = max(len(x[2]) for x in sentences) + 1, max(len(x[1]) for x in sentences) + 2
+    real_s, real_t = torch.zeros(4, S, dtype=torch.bool), torch.zeros(4, T, dtype=torch.bool)
+    received = torch.full((4, T), 9.0)                     # padding: large, must never rank
+    starts = []
+    for b, (_, t_tokens, s_tokens, _) in enumerate(sentences):
+        o_s, o_t = (S - len(s_tokens), T - len(t_tokens)) if side == "left" else (0, 0)
+        real_s[b, o_s:o_s + len(s_tokens)] = True
+        real_t[b, o_t:o_t + len(t_tokens)] = True
+        received[b, o_t:o_t + len(t_tokens)] = importances[b]
+        starts.append((o_s, o_t))
+    rows, source = batch_alignment(plans, real_s, real_t, received, pair_by_mapping)
+    longest = 0
+    for b, (reciprocal, t_tokens, s_tokens, src) in enumerate(sentences):
+        o_s, o_t = starts[b]
+        top = tok.top_reciprocal_map(reciprocal, t_tokens, importances[b].tolist(), excludeds[b])
+        t_rows, s_rows = tok.ira_rows(top, t_tokens, s_tokens, pair_by_mapping)
+        assert rows.teacher[b][rows.real[b]].tolist() == [o_t + i for i in t_rows]
+        assert rows.student[b][rows.real[b]].tolist() == [o_s + i for i in s_rows]
+        assert source[b][real_s[b]].tolist() == [o_t + j if j >= 0 else -1 for j in src]
+        assert (source[b][~real_s[b]] == -1).all()
+        longest = max(longest, len(t_rows))
+    assert longest >= 3
+
+
 @pytest.mark.parametrize("n", [1, 4])
 def test_plugin_loss_and_gradients(n):
     pair = toy_pair("embed")
@@ -294,6 +383,37 @@ def test_implicit_sinkhorn_gradient_equals_unrolled(seed):
         (plan * Cg).sum().backward()
         grads.append(Cg.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-4 * grads[0].abs().max().item())
+
+
+def reference_implicit_gradient(P, G, eps):
+    """The implicit backward as first written (Schur complement always on the columns), kept as the
+    reference for the shorter-side solve."""
+    P, G = P.double(), G.double()
+    rows, cols = P.sum(-1), P.sum(-2)
+    live_r, live_c = rows > 0, cols > 0
+    GP = G * P
+    r, c = GP.sum(-1), GP.sum(-2)
+    inv_rows = torch.where(live_r, 1.0 / rows.clamp_min(1e-300), torch.zeros_like(rows))
+    schur = torch.diag_embed(torch.where(live_c, cols, torch.ones_like(cols)))
+    schur = schur - P.transpose(1, 2) @ (P * inv_rows.unsqueeze(-1))
+    ones = live_c.double()
+    schur = schur + ones.unsqueeze(-1) * ones.unsqueeze(-2)
+    rhs = c - (P.transpose(1, 2) @ (r * inv_rows).unsqueeze(-1)).squeeze(-1)
+    y = torch.linalg.solve(schur, rhs.unsqueeze(-1)).squeeze(-1)
+    x = (r - (P @ y.unsqueeze(-1)).squeeze(-1)) * inv_rows
+    return P * (x.unsqueeze(-1) + y.unsqueeze(-2) - G) / eps
+
+
+@pytest.mark.parametrize("n,m", [(4, 9), (9, 4), (6, 6)])
+def test_implicit_gradient_equals_the_reference_on_either_side(n, m):
+    C, a, b = _ot_problem(7, B=3, n=n, m=m)
+    C, a, b = C.double().requires_grad_(True), a.double(), b.double()
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    G = torch.randn(C.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    plan = sinkhorn_plan(C, a, b, 0.1, 200, tol=1e-12)
+    (plan * G).sum().backward()
+    want = reference_implicit_gradient(plan.detach(), G, 0.1)
+    torch.testing.assert_close(C.grad, want, rtol=1e-9, atol=1e-12)
 
 
 def test_implicit_sinkhorn_gradcheck():

@@ -160,3 +160,30 @@ def test_aligned_rows_point_at_teacher_content_rows_and_are_cached(prepared):
             assert int(method.tea2stu[t_id]) == int(batch.student.input_ids[b, t])
     cached = len(method._alignments)
     assert torch.equal(method.aligned_rows(batch), aligned) and len(method._alignments) == cached
+
+
+def reference_aligned_rows(method, batch):
+    """Per row: content tokens, `mined_row_alignment` on their strings, positions written back."""
+    s_rows, t_rows = content_rows(batch.student.labels), content_rows(batch.teacher.labels)
+    out = torch.full(batch.student.input_ids.shape, -1, dtype=torch.long)
+    for b in range(len(out)):
+        s_pos, t_pos = torch.nonzero(s_rows[b])[:, 0], torch.nonzero(t_rows[b])[:, 0]
+        s_tok, t_tok = batch.student.input_ids[b, s_pos].tolist(), batch.teacher.input_ids[b, t_pos].tolist()
+        kept = mined_row_alignment([method.teacher_strings[i] for i in t_tok],
+                                   [method.student_strings[i] for i in s_tok], t_tok, s_tok, method.tea2stu)
+        for j, i in enumerate(kept):
+            if i >= 0:
+                out[b, s_pos[j]] = t_pos[i]
+    return out
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batched_alignment_equals_the_per_row_reference(prepared, side):
+    pair, method = prepared
+    method._alignments.clear()
+    examples = pair.examples[3:9] + [{"id": "e", "prompt": "Reverse: cat\nAnswer:", "response": ""}]
+    batch = toy_batch(pair, examples=examples, padding_side=side)
+    want = reference_aligned_rows(method, batch)
+    assert (want >= 0).any()
+    assert torch.equal(method.aligned_rows(batch), want)            # computed
+    assert torch.equal(method.aligned_rows(batch), want)            # memoised

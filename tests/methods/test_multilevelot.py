@@ -1,4 +1,6 @@
 """MultiLevelOT: the pure terms against a per-row re-derivation of each official version."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -182,3 +184,21 @@ def test_end_to_end_on_toy_pair(version):
     (out["loss"] - student.ce).backward()
     assert sum(p.grad.abs().sum() for p in pair.student.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in pair.teacher.parameters())
+
+
+def test_memoised_teacher_columns_give_the_same_loss_and_follow_label_changes():
+    pair = toy_pair("instruct")
+    batch = toy_batch(pair, n=3, padding_side="right")
+    student, teacher = toy_forward(pair, MultiLevelOT(), batch)
+    memo = MultiLevelOT(MultiLevelOT.make_config({"fix_double_softmax": True}))
+    fresh = [memo.loss(batch, student, teacher) for _ in range(2)]       # the 2nd call reads the memo
+    assert set(memo._teacher_memo.rows) == set(batch.ids)
+    for key in ("ad", "lg", "sd", "loss"):
+        assert fresh[1][key].item() == fresh[0][key].item(), key
+    # the same ids with another teacher answer length: recomputed, not read from the memo
+    labels = batch.teacher.labels.clone()
+    last = (labels[0] != -100).nonzero().max()
+    labels[0, last] = -100
+    changed = dataclasses.replace(batch, teacher=dataclasses.replace(batch.teacher, labels=labels))
+    want = MultiLevelOT(MultiLevelOT.make_config({"fix_double_softmax": True})).loss(changed, student, teacher)
+    assert memo.loss(changed, student, teacher)["loss"].item() == want["loss"].item()

@@ -201,3 +201,57 @@ def test_left_and_right_padding_give_the_same_loss():
     left = uld_loss(to_left_padding(student.logits, sm), to_left_padding(teacher.logits, tm),
                     to_left_padding(batch.student.labels, sm), to_left_padding(batch.teacher.labels, tm))
     assert right.item() == pytest.approx(left.item(), rel=1e-6)
+
+
+# -- the fast sort and the pair-only computation against torch.sort on padded rows ----------------
+def test_sort_descending_values_and_gradient_equal_torch_sort():
+    from ctkd_methods.uld import sort_descending
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 37, generator=g) * 5
+    x[0, 0, :5] = 0.0                                  # ties and signed zeros
+    x[0, 1, 3] = -0.0
+    x[1, 2, :4] = torch.tensor([float("inf"), -float("inf"), 1e-40, -1e-40])
+    want = torch.sort(x, dim=-1, descending=True).values
+    assert torch.equal(sort_descending(x), want)
+    y = x[2].clone().requires_grad_(True)              # no ties: the gradient is determined
+    w = torch.randn(4, 37, generator=g)
+    (sort_descending(y) * w).sum().backward()
+    ref = y.detach().clone().requires_grad_(True)
+    (torch.sort(ref, dim=-1, descending=True).values * w).sum().backward()
+    assert torch.equal(y.grad, ref.grad)
+    x64 = x.double()                                   # other dtypes: torch.sort itself
+    assert torch.equal(sort_descending(x64), torch.sort(x64, dim=-1, descending=True).values)
+
+
+def padded_reference(s_logits, t_logits, s_labels, t_labels, skip_s, reduction):
+    """The [B, W] computation over padded rows with torch.sort (the form before the pair-only one)."""
+    from ctkd_bench.align.ot import sorted_w1
+    from ctkd_methods.uld import at_least_fp32, gather_rows
+    s_rows, n_s = response_rows(s_labels)
+    t_rows, n_t = response_rows(t_labels)
+    k = torch.minimum((n_s - int(skip_s)).clamp(min=0), n_t.clamp(min=0))
+    width = int(k.max())
+    p_s = torch.softmax(at_least_fp32(gather_rows(s_logits, s_rows[:, :width])), dim=-1)
+    p_t = torch.softmax(at_least_fp32(gather_rows(t_logits, t_rows[:, :width])), dim=-1)
+    is_pair = torch.arange(width) < k.unsqueeze(1)
+    dist = sorted_w1(p_s, p_t) * is_pair
+    if reduction == "dskd":
+        return dist.sum() / n_s.sum().clamp(min=1)
+    if reduction == "cdm":
+        return dist.sum() / is_pair.sum().clamp(min=1)
+    has_pairs = k > 0
+    return (dist.sum(1) / k.clamp(min=1))[has_pairs].sum() / has_pairs.sum().clamp(min=1)
+
+
+@pytest.mark.parametrize("reduction", ["official", "dskd", "cdm"])
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_loss_equals_the_padded_torch_sort_form_exactly(reduction, seed):
+    s_logits, t_logits, s_labels, t_labels = random_case(seed, "left", batch=4, v_s=40, v_t=57)
+    s_logits, t_logits = s_logits.float().requires_grad_(True), t_logits.float()
+    skip = reduction == "official"
+    got = uld_loss(s_logits, t_logits, s_labels, t_labels, skip_student_eos=skip, reduction=reduction)
+    want = padded_reference(s_logits, t_logits, s_labels, t_labels, skip, reduction)
+    assert torch.equal(got, want)
+    g_got, = torch.autograd.grad(got, s_logits)
+    g_want, = torch.autograd.grad(want, s_logits)
+    assert torch.allclose(g_got, g_want, rtol=0, atol=1e-7)

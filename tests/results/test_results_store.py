@@ -71,7 +71,7 @@ def test_a_failed_write_leaves_the_previous_record_intact(tmp_path, monkeypatch)
     def crash(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UsageError, match="disk full"):   # StoreWriteError: one line, exit 2
         store.write(rec(metrics={"rouge_l": 0.9}))
     monkeypatch.undo()
     assert store.records()[0].metrics == {"rouge_l": 0.4}

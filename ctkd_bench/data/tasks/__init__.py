@@ -20,11 +20,12 @@ rationale steps, instruction paraphrases, ambiguous reviews). The ``lm`` and
 bound: the entropy floor of bits-per-byte (``lm``) and the Bayes-optimal accuracy
 (``embed``); see `reference_metrics`. Texts are ASCII; ``embed`` texts are
 lower-case without punctuation. Lengths: ``lm`` documents <= ~40 words,
-``math`` rationales <= 40 words, ``instruct`` responses <= 15 words. Measured with
-tokenizers trained on the four train splits, the longest example (a ``math``
-prompt + response) is 117 tokens for byte-level BPE at 500 and 114 for Unigram
-with byte fallback at 800 (its 256 byte tokens leave little room below that);
-``lm`` <= 81, ``instruct`` <= 67, ``embed`` <= 49 at those sizes.
+``math`` rationales <= 24 words, ``instruct`` responses <= 12 words. Measured with
+the ``tiny`` tokenizers (trained on the causal train splits, 8000 examples each),
+the longest example (a ``math`` prompt + response) is 61 tokens for byte-level
+BPE at 1024 and 104 for Unigram with byte fallback at 800 (its 256 byte tokens
+leave little room for merges, so numbers split into digits); ``lm`` <= 57 / 79,
+``instruct`` <= 29 / 46 tokens.
 
 Splits (`make_splits`): every split is drawn from its own random stream, seeded
 by (track, seed, split name), in the order test, validation, train, then any
@@ -34,9 +35,10 @@ prompt (the response is a function of it, and the same question must not be in
 train and test), the document for ``lm`` and the text for ``embed``. Hence the
 splits are disjoint and duplicate-free, the test split does not depend on the
 other sizes, and a larger train split extends a smaller one (same test and
-validation sizes). At the default sizes the dedupe skips 0% of ``lm`` draws,
-~3% of ``math``/``instruct`` and ~7% of ``embed`` draws (mostly repeats of the
-commonest short reviews); the ``lm`` floor and the ``embed`` Bayes labels are
+validation sizes). The dedupe skips 0% of ``lm`` draws, ~9% of ``math`` draws at
+8000 examples (two templates have only ~2300 distinct questions each), <1% of
+``instruct`` and ~7% of ``embed`` draws (mostly repeats of the commonest short
+reviews); the ``lm`` floor and the ``embed`` Bayes labels are
 exact per example either way.
 """
 from __future__ import annotations
@@ -44,11 +46,13 @@ from __future__ import annotations
 import random
 from typing import Iterable, Mapping
 
-from . import embed, instruct, lm
+from . import embed, gsm_symbolic, instruct, lm
 from . import math as math_task
 from ...defaults import ENCODER_TRACKS
 
 TASKS = {"lm": lm, "math": math_task, "instruct": instruct, "embed": embed}
+# Other generators of a task's examples, chosen by a track's `generator` field; module.TRACK is the task.
+GENERATORS = {"gsm-symbolic": gsm_symbolic}
 DEFAULT_SIZES = {"train": 2000, "validation": 100, "test": 200}
 SPLIT_ORDER = ("test", "validation", "train")
 MAX_DRAWS_PER_EXAMPLE = 20   # give up (the task's space is too small) after this many draws per kept example
@@ -56,9 +60,9 @@ MAX_DRAWS_PER_EXAMPLE = 20   # give up (the task's space is too small) after thi
 
 def get_task(track: str):
     try:
-        return TASKS[track]
+        return TASKS[track] if track in TASKS else GENERATORS[track]
     except KeyError:
-        raise ValueError(f"unknown track {track!r}; known: {sorted(TASKS)}") from None
+        raise ValueError(f"unknown track {track!r}; known: {sorted(TASKS) + sorted(GENERATORS)}") from None
 
 
 def dedupe_key(track: str, example: Mapping) -> str:
@@ -113,7 +117,7 @@ def features(track: str):
         "math": {"prompt": text, "response": text, "answer": text, "template": text},
         "instruct": {"prompt": text, "response": text, "answer": text, "task": text},
         "embed": {"text": text, "label": ClassLabel(names=list(embed.LABELS)), "bayes_label": Value("int64")},
-    }[track]
+    }[get_task(track).TRACK]
     return Features({"id": text, **columns})
 
 

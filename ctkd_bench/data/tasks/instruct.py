@@ -1,16 +1,17 @@
-"""Track ``instruct``: instruction -> response on generated inputs.
+"""Track ``instruct``: instruction -> response on generated word lists.
 
 Prompt ``"Instruction: <instruction>\\nInput: <input>\\nAnswer:"``; response
-``" <output>"`` (one line, at most 15 words). Fifteen tasks: reverse, sort
-words, sort numbers up/down, upper case, capitalise, count words, count one
-word, first/last word, largest number, list the numbers, remove a word, spell a
-word, add numbers. Each task has two or three paraphrased instructions, so the
-model must map several phrasings to one operation. The output is a deterministic
-function of the input (exact match is well defined); metrics: exact match and
-ROUGE-L.
+``" <output>"`` (one line, at most 12 words). The input is 3-6 words from a
+vocabulary of 24 common words; every operation is over whole words (a
+sub-word tokenizer cannot see characters, so no spelling or case tasks): copy,
+reverse the order, each word twice, first / second / last word, the word after
+a given word, count the words, remove a word, swap the first and last word.
+Each task has two paraphrased instructions, so the model must map several
+phrasings to one operation. The output is a deterministic function of the
+input (exact match is well defined); metrics: ROUGE-L and exact match.
 
 Dark knowledge: a model that is unsure what to output spreads its mass over
-the input's tokens; the teacher's soft distribution says which of them are the
+the input's words; the teacher's soft distribution says which of them are the
 plausible next outputs (e.g. the remaining input words during a reversal).
 """
 from __future__ import annotations
@@ -19,23 +20,23 @@ import random
 
 TRACK = "instruct"
 
-WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "pear", "plum", "cat", "dog", "fox", "owl",
-         "bear", "wolf", "fish", "horse", "red", "blue", "green", "black", "white", "pink", "gold", "silver",
-         "book", "chair", "table", "lamp", "door", "cup", "spoon", "clock", "river", "hill", "stone", "cloud",
-         "rain", "snow", "wind", "star", "moon", "sun", "road", "ship", "train", "bike", "kite", "drum")
-SHORT = WORDS[:16]   # a small pool, so that words repeat in the counting/removal tasks
+WORDS = ("apple", "pear", "plum", "cat", "dog", "fox", "owl", "bear", "fish", "red", "blue", "green",
+         "book", "chair", "lamp", "door", "cup", "river", "hill", "stone", "rain", "snow", "star", "moon")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven")
 
 
-def _words(rng, lo=3, hi=7, pool=WORDS):
-    return [rng.choice(pool) for _ in range(rng.randint(lo, hi))]
-
-
-def _numbers(rng, lo=3, hi=7, top=99):
-    return [rng.randint(0, top) for _ in range(rng.randint(lo, hi))]
+def _words(rng, lo=3, hi=6, distinct=False):
+    n = rng.randint(lo, hi)
+    return rng.sample(WORDS, n) if distinct else [rng.choice(WORDS) for _ in range(n)]
 
 
 def _join(xs) -> str:
-    return " ".join(str(x) for x in xs)
+    return " ".join(xs)
+
+
+def copy_words(rng):
+    w = _words(rng)
+    return _join(w), _join(w)
 
 
 def reverse_words(rng):
@@ -43,40 +44,9 @@ def reverse_words(rng):
     return _join(w), _join(reversed(w))
 
 
-def sort_words(rng):
-    w = _words(rng)
-    return _join(w), _join(sorted(w))
-
-
-def sort_numbers_up(rng):
-    x = _numbers(rng)
-    return _join(x), _join(sorted(x))
-
-
-def sort_numbers_down(rng):
-    x = _numbers(rng)
-    return _join(x), _join(sorted(x, reverse=True))
-
-
-def uppercase(rng):
+def double_words(rng):
     w = _words(rng, 2, 5)
-    return _join(w), _join(w).upper()
-
-
-def capitalise(rng):
-    w = _words(rng, 2, 6)
-    return _join(w), _join(x.capitalize() for x in w)
-
-
-def count_words(rng):
-    w = _words(rng, 2, 9)
-    return _join(w), str(len(w))
-
-
-def count_word(rng):
-    w = _words(rng, 4, 9, SHORT[:6])
-    target = rng.choice(w)
-    return (target, _join(w)), str(w.count(target))
+    return _join(w), _join(x for x in w for _ in range(2))
 
 
 def first_word(rng):
@@ -84,60 +54,50 @@ def first_word(rng):
     return _join(w), w[0]
 
 
+def second_word(rng):
+    w = _words(rng)
+    return _join(w), w[1]
+
+
 def last_word(rng):
     w = _words(rng)
     return _join(w), w[-1]
 
 
-def largest_number(rng):
-    x = _numbers(rng)
-    return _join(x), str(max(x))
+def next_word(rng):
+    w = _words(rng, 3, 6, distinct=True)   # distinct, so "the word after X" is unique
+    i = rng.randrange(len(w) - 1)
+    return (w[i], _join(w)), w[i + 1]
 
 
-def list_numbers(rng):
-    n = rng.randint(1, 4)
-    items = _words(rng, 2, 6) + [str(v) for v in _numbers(rng, n, n)]
-    rng.shuffle(items)
-    return _join(items), _join(t for t in items if t.isdigit())
+def count_words(rng):
+    w = _words(rng, 2, 7)
+    return _join(w), NUMBER_WORDS[len(w)]
 
 
 def remove_word(rng):
-    w = _words(rng, 4, 8, SHORT[:8])
+    w = _words(rng, 3, 6)
     target = rng.choice(w)
     return (target, _join(w)), _join(t for t in w if t != target) or "nothing"
 
 
-def spell_word(rng):
-    word = rng.choice(WORDS)
-    return word, _join(word)
-
-
-def add_numbers(rng):
-    x = _numbers(rng, 2, 3, 50)
-    return _join(x), str(sum(x))
+def swap_ends(rng):
+    w = _words(rng)
+    return _join(w), _join([w[-1], *w[1:-1], w[0]])
 
 
 # task -> (input maker, instruction paraphrases; "{w}" is the task's target word)
 TASKS = {
-    "reverse_words": (reverse_words, ("Reverse the order of the words.", "Write the words in reverse order.",
-                                      "List the words from last to first.")),
-    "sort_words": (sort_words, ("Sort the words in alphabetical order.", "Put the words in alphabetical order.",
-                                "Arrange the words from A to Z.")),
-    "sort_numbers_up": (sort_numbers_up, ("Sort the numbers from smallest to largest.",
-                                          "Order the numbers in increasing order.")),
-    "sort_numbers_down": (sort_numbers_down, ("Sort the numbers from largest to smallest.",
-                                              "Order the numbers in decreasing order.")),
-    "uppercase": (uppercase, ("Write the words in capital letters.", "Convert the text to upper case.")),
-    "capitalise": (capitalise, ("Capitalize the first letter of each word.", "Start every word with a capital letter.")),
-    "count_words": (count_words, ("How many words are in the input?", "Count the words.")),
-    "count_word": (count_word, ('How many times does the word "{w}" appear?', 'Count how often "{w}" occurs.')),
+    "copy_words": (copy_words, ("Repeat the words.", "Copy the input.")),
+    "reverse_words": (reverse_words, ("Reverse the order of the words.", "Write the words from last to first.")),
+    "double_words": (double_words, ("Write every word twice.", "Say each word two times.")),
     "first_word": (first_word, ("What is the first word?", "Give the first word.")),
+    "second_word": (second_word, ("What is the second word?", "Give the second word.")),
     "last_word": (last_word, ("What is the last word?", "Give the last word.")),
-    "largest_number": (largest_number, ("What is the largest number?", "Give the biggest number.")),
-    "list_numbers": (list_numbers, ("List the numbers in the text.", "Extract all the numbers.")),
-    "remove_word": (remove_word, ('Remove every "{w}" from the list.', 'Delete the word "{w}" everywhere.')),
-    "spell_word": (spell_word, ("Spell the word with spaces between the letters.", "Write the letters of the word one by one.")),
-    "add_numbers": (add_numbers, ("Add the numbers.", "What is the sum of the numbers?")),
+    "next_word": (next_word, ('Which word comes after "{w}"?', 'Give the word that follows "{w}".')),
+    "count_words": (count_words, ("How many words are there?", "Count the words.")),
+    "remove_word": (remove_word, ('Remove every "{w}".', 'Delete the word "{w}" everywhere.')),
+    "swap_ends": (swap_ends, ("Swap the first and the last word.", "Exchange the first word with the last word.")),
 }
 
 
