@@ -121,57 +121,46 @@ class PluginManager:
     def _info_for(self, plugin: object) -> PluginInfo:
         return self.plugins.get(plugin) or self._builtin.get(plugin) or PluginInfo(repr(plugin), "<direct>", "0", "")
 
-    @lru_cache(maxsize=None)
-    def methods(self) -> dict[str, RegisteredMethod]:
-        found: dict[str, RegisteredMethod] = {}
-        for impl in self.pm.hook.ctkd_register_methods.get_hookimpls():
+    def _collect(self, hook_name: str, what: str, entry) -> dict:
+        """Call every implementation of a ``register``-style hook; ``entry(info, *args)`` validates one
+        registration and returns ``(key, value)``; a key registered twice names both distributions."""
+        found: dict = {}
+        owners: dict = {}
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             info = self._info_for(impl.plugin)
 
-            def register(cls, _info=info):
-                validate_method_class(cls, _info)
-                key = cls.name.lower()
+            def register(*args, _info=info):
+                key, value = entry(_info, *args)
                 if key in found:
-                    other = found[key].plugin
-                    raise PluginError(
-                        f"method name {cls.name!r} is registered twice: by {other.distribution} "
-                        f"({other.module}) and by {_info.distribution} ({_info.module})")
-                found[key] = RegisteredMethod(cls, _info)
+                    other = owners[key]
+                    raise PluginError(f"{what} {key!r} is registered twice: by {other.distribution} "
+                                      f"({other.module}) and by {_info.distribution} ({_info.module})")
+                found[key], owners[key] = value, _info
             impl.function(register=register)
         return dict(sorted(found.items()))
+
+    @lru_cache(maxsize=None)
+    def methods(self) -> dict[str, RegisteredMethod]:
+        def entry(info, cls):
+            validate_method_class(cls, info)
+            return cls.name.lower(), RegisteredMethod(cls, info)
+        return self._collect("ctkd_register_methods", "method name", entry)
 
     @lru_cache(maxsize=None)
     def suites(self) -> dict[str, tuple[Path, PluginInfo]]:
-        found: dict[str, tuple[Path, PluginInfo]] = {}
-        for impl in self.pm.hook.ctkd_register_suites.get_hookimpls():
-            info = self._info_for(impl.plugin)
-
-            def register(path, _info=info):
-                path = Path(path)
-                name = path.stem
-                if name in found:
-                    raise PluginError(f"suite {name!r} is registered twice: by "
-                                      f"{found[name][1].distribution} and by {_info.distribution}")
-                found[name] = (path, _info)
-            impl.function(register=register)
-        return found
+        def entry(info, path):
+            return Path(path).stem, (Path(path), info)
+        return self._collect("ctkd_register_suites", "suite", entry)
 
     @lru_cache(maxsize=None)
     def executors(self) -> dict[str, tuple[type, PluginInfo]]:
-        found: dict[str, tuple[type, PluginInfo]] = {}
-        for impl in self.pm.hook.ctkd_register_executors.get_hookimpls():
-            info = self._info_for(impl.plugin)
-
-            def register(cls, _info=info):
-                name = getattr(cls, "name", "")
-                if not isinstance(cls, type) or not name or not callable(getattr(cls, "map", None)):
-                    raise PluginError(f"executor from {_info.distribution} ({_info.module}): register() takes "
-                                      f"an Executor subclass with a name, got {cls!r}")
-                if name in found:
-                    raise PluginError(f"executor name {name!r} is registered twice: by "
-                                      f"{found[name][1].distribution} and by {_info.distribution}")
-                found[name] = (cls, _info)
-            impl.function(register=register)
-        return dict(sorted(found.items()))
+        def entry(info, cls):
+            name = getattr(cls, "name", "")
+            if not isinstance(cls, type) or not name or not callable(getattr(cls, "map", None)):
+                raise PluginError(f"executor from {info.distribution} ({info.module}): register() takes "
+                                  f"an Executor subclass with a name, got {cls!r}")
+            return name, (cls, info)
+        return self._collect("ctkd_register_executors", "executor name", entry)
 
     def executor(self, name: str) -> type:
         from .errors import UsageError
@@ -185,21 +174,13 @@ class PluginManager:
     @lru_cache(maxsize=None)
     def model_sources(self) -> dict[str, tuple[object, PluginInfo]]:
         """``{scheme: (resolver, plugin)}`` from every ``ctkd_register_model_sources``."""
-        found: dict[str, tuple[object, PluginInfo]] = {}
-        for impl in self.pm.hook.ctkd_register_model_sources.get_hookimpls():
-            info = self._info_for(impl.plugin)
-
-            def register(scheme, resolver, _info=info):
-                if not isinstance(scheme, str) or not SCHEME_RE.match(scheme) or not callable(resolver):
-                    raise PluginError(f"model source from {_info.distribution} ({_info.module}): register() "
-                                      f"takes a scheme (lower-case letters, digits, '-') and a callable, "
-                                      f"got {scheme!r}, {resolver!r}")
-                if scheme in found:
-                    raise PluginError(f"model source {scheme!r} is registered twice: by "
-                                      f"{found[scheme][1].distribution} and by {_info.distribution}")
-                found[scheme] = (resolver, _info)
-            impl.function(register=register)
-        return dict(sorted(found.items()))
+        def entry(info, scheme, resolver):
+            if not isinstance(scheme, str) or not SCHEME_RE.match(scheme) or not callable(resolver):
+                raise PluginError(f"model source from {info.distribution} ({info.module}): register() "
+                                  f"takes a scheme (lower-case letters, digits, '-') and a callable, "
+                                  f"got {scheme!r}, {resolver!r}")
+            return scheme, (resolver, info)
+        return self._collect("ctkd_register_model_sources", "model source", entry)
 
     def register_commands(self, cli) -> None:
         self.pm.hook.ctkd_register_commands(cli=cli)
