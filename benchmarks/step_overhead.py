@@ -4,9 +4,11 @@
     python benchmarks/step_overhead.py --track embed --steps 20
     python benchmarks/step_overhead.py --profile test --methods sft,uld
 
-Each method trains `--steps` steps (after `--warmup` untimed steps) on the same
+Each method trains `--steps` steps (after `--warmup` untimed steps, by default one epoch) on the same
 cached teacher signals; rounds alternate between methods so machine noise hits
-all of them alike. Prints ms/step and the ratio to SFT (target: <= 1.5x).
+all of them alike. Prints ms/step, the ratio to SFT (target: <= 1.5x), student tokens per step
+(every view included) and the ratio per student token (how much of the cost is not explained by
+the student simply running more tokens, e.g. CoT2Align's second, CoT format of every example).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ def main() -> None:
     parser.add_argument("--track", default="math")
     parser.add_argument("--methods", default="all")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps first (default: one epoch of the track's training data, so "
+                             "per-example memos are warm, as they are for most steps of a real cell)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
@@ -43,9 +47,12 @@ def main() -> None:
     env = SuiteEnvironment(suite, cache_root()).track(args.track)
     regs = [r for r in parse_methods(args.methods) if env.track.task in r.cls.tracks]
     regs.sort(key=lambda r: r.name != "sft")
+    if args.warmup is None:
+        args.warmup = max(2, -(-len(env.train) // suite.budget.examples_per_step))
     budget = dataclasses.replace(suite.budget, steps=args.warmup + args.steps)
     vocab = None if env.encoder else len(env.student_tokenizer)
     times: dict[str, list[float]] = {r.name: [] for r in regs}
+    tokens: dict[str, float] = {}   # student tokens per timed step, every view included
     for _ in range(args.rounds):
         for reg in regs:
             method = reg.cls(reg.cls.make_config(suite.method_config(reg.name)))
@@ -58,6 +65,7 @@ def main() -> None:
             method.modules = extra
             data = CellData(env, method, 0, gens)
             batches = list(data.batches(budget.steps, budget.examples_per_step))  # collation is not timed
+            tokens[reg.name] = statistics.mean(_student_tokens(b) for b, _ in batches[args.warmup:])
             stamps = []
             train(student, method, iter(batches), budget, meter, vocab, extra,
                   progress=lambda step, terms: stamps.append(time.perf_counter()))
@@ -68,11 +76,20 @@ def main() -> None:
     print(f"suite {suite.name}{'/' + suite.profile if suite.profile else ''} track {args.track}: "
           f"{budget.examples_per_step} examples/step, max length {budget.max_length}, torch threads "
           f"{__import__('torch').get_num_threads()}")
-    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7}")
+    # per token: (time / student tokens) relative to SFT's, i.e. the cost not explained by a method
+    # training the student on more tokens per step (e.g. CoT2Align's extra CoT view)
+    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10}")
     for name, samples in times.items():
         ms = statistics.median(samples) * 1000
         ratio = f"{statistics.median(samples) / base:7.2f}" if base else "      -"
-        print(f"{name:<14} {ms:9.1f} {ratio}")
+        per_tok = (f"{statistics.median(samples) / tokens[name] / (base / tokens['sft']):10.2f}"
+                   if base and tokens.get(name) and tokens.get("sft") else "         -")
+        print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok}")
+
+
+def _student_tokens(batch) -> int:
+    """Student tokens the step runs through the student, views included (as ``BudgetMeter`` counts them)."""
+    return sum(int(b.student.attention_mask.sum()) for b in [batch] + list(batch.views.values()))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,6 +81,7 @@ class TrackSpec:
     data: TrackData | None = None  # None: the built-in generator (hub/local data: data/sources.py)
     generator: str = ""            # another generator of the task's examples (data/tasks: GENERATORS)
     stop: str = ""                 # generation stop: "" the task's default, "eos" only EOS, else a string
+    steps: int = 0                 # optimiser steps on this track (every method alike); 0: the budget's
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class SuiteSpec:
                 track.pop("generator", None)
             if not track.get("stop"):
                 track.pop("stop", None)
+            if not track.get("steps"):                 # suites without per-track steps hash as before
+                track.pop("steps", None)
         if d["budget"].get("precision") == "fp32":  # suites from before `precision` hash as before
             d["budget"].pop("precision")
         return d
@@ -131,6 +134,11 @@ class SuiteSpec:
         d = self.to_dict()
         d["budget"].pop("cell_timeout_s")   # raising a limit must not orphan the finished cells
         return stable_hash(d)
+
+    def budget_for(self, track: str) -> BudgetSpec:
+        """The budget every method gets on `track`: the suite's, with the track's own step count."""
+        steps = self.track(track).steps
+        return replace(self.budget, steps=steps) if steps else self.budget
 
     def tokenizer(self, name: str) -> TokenizerSpec:
         return {t.name: t for t in self.tokenizers}[name]
@@ -216,7 +224,7 @@ _BUDGET_LIMITS = {"steps": (1, 10_000_000), "examples_per_step": (1, 65536), "ma
                   "lr": (0.0, 10.0), "warmup": (0.0, 1.0), "eval_batch_size": (1, 4096),
                   "cell_timeout_s": (0.0, 10_000_000.0)}
 _TRACK_LIMITS = {"train": (1, 10_000_000), "validation": (0, 10_000_000), "test": (1, 10_000_000),
-                 "max_new_tokens": (1, 8192)}
+                 "max_new_tokens": (1, 8192), "steps": (0, 10_000_000)}
 _MODEL_LIMITS = {"hidden_size": (1, 65536), "num_layers": (1, 1024), "num_heads": (1, 1024)}
 _TRAIN_LIMITS = {"steps": (1, 10_000_000), "batch_size": (1, 65536), "lr": (0.0, 10.0),
                  "examples": (1, 100_000_000)}

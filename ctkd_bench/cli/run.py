@@ -45,6 +45,19 @@ def parse_executor(name: str, workers: int, opts: tuple[str, ...]):
     return get_plugin_manager().executor(name)(workers=workers, **values)
 
 
+def busy_machine_note(environ=os.environ, load=None, cores=None) -> str:
+    """One line of advice when torch would run several threads on a machine other jobs keep busy:
+    OpenMP threads then spin waiting for each other (measured: 4-10x slower steps and generation)."""
+    if "OMP_NUM_THREADS" in environ:
+        return ""
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else (load or 0.0)
+    if cores < 2 or load < cores - 0.5:
+        return ""
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores); OMP_NUM_THREADS=1 keeps torch's "
+            "threads from waiting on each other (docs/suites.md, 'Busy machines')")
+
+
 def parse_seeds(spec: str | None, default: tuple[int, ...]) -> list[int]:
     if not spec:
         return list(default)
@@ -101,6 +114,9 @@ def command(suite, methods, seeds, profile, out, retry_failed, make_report, exec
     if os.environ.get("RANK", "0") == "0":  # once, not per launched process
         click.echo(f"ctkd-bench: suite {spec.name} ({spec.hash}){' profile ' + spec.profile if spec.profile else ''}: "
                    f"{len(regs)} methods x {len(spec.tracks)} tracks x {len(seed_list)} seeds -> {out}")
+        busy = busy_machine_note()
+        if busy:
+            click.echo(busy)
     from ..run.runner import Runner
     runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo, executor=runs_on)
     runner.run()

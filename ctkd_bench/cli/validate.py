@@ -22,4 +22,5 @@ def command(suite, profile):
         pm.method(name).cls.make_config(dict(overrides), where=f"methods.{name}")
     click.echo(f"{spec.name}: ok (hash {spec.hash}; {len(spec.tracks)} tracks: "
                f"{', '.join(t.name for t in spec.tracks)}; {len(spec.seeds)} seeds; "
-               f"budget {spec.budget.steps} steps x {spec.budget.examples_per_step} examples)")
+               f"budget {spec.budget.steps} steps x {spec.budget.examples_per_step} examples"
+               f"{''.join(f'; {t.name}: {t.steps} steps' for t in spec.tracks if t.steps)})")

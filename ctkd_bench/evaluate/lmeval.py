@@ -7,6 +7,7 @@ metric of its own (final-answer exact match, ROUGE-L).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -74,6 +75,22 @@ def _memoised_env_info(original):
     return add_env_info
 
 
+def eval_tokenizer(tokenizer):
+    """A copy of `tokenizer` that encodes text as the trainer does (`data.collate.encode_causal`):
+    BOS (when the tokenizer has one) + text, never EOS. Tokenizers built for encoder use too (e.g.
+    the Unigram template ``<s> $A </s>``) would otherwise end every prompt with EOS, and the
+    byte-level ones would drop the BOS the models were trained after."""
+    from tokenizers import processors
+
+    eval_tok = copy.deepcopy(tokenizer)
+    bos = eval_tok.bos_token if eval_tok.bos_token_id is not None else None
+    single, pair = (f"{bos} $A", f"{bos} $A $B:1") if bos else ("$A", "$A $B:1")
+    specials = [(bos, eval_tok.bos_token_id)] if bos else []
+    eval_tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=specials)
+    return eval_tok
+
+
 def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_tokens: int,
                     batch_size: int, max_length: int, device: str = "cpu",
                     stop: str = "") -> tuple[dict[str, float], dict]:
@@ -95,8 +112,10 @@ def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_t
         eos = tokenizer.eos_token or ""
         yaml_text = _task_yaml(task, name, data_file, max_new_tokens, eos, stop)
         (Path(tmp) / f"{name}.yaml").write_text(yaml_text)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-                  device=device, add_bos_token=tokenizer.bos_token_id is not None)
+        # Generation contexts get BOS from the tokenizer; rolling log-likelihoods get it as lm-eval's
+        # prefix token, so the text itself is encoded without specials there (no BOS scored).
+        lm = HFLM(pretrained=model, tokenizer=eval_tokenizer(tokenizer), batch_size=batch_size,
+                  max_length=max_length, device=device, add_bos_token=task != "lm")
         result = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=tmp, include_defaults=False),
                                          log_samples=True, verbosity="ERROR")
     own = result["results"][name]

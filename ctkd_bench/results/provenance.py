@@ -42,6 +42,11 @@ def machine_info() -> dict[str, Any]:
     if mem is not None:
         info["memory_gb"] = mem
     info["device"] = _device()
+    torch = sys.modules.get("torch")
+    if torch is not None:   # timings depend on both: a busy machine with several threads is far slower
+        info["torch_threads"] = torch.get_num_threads()
+    if hasattr(os, "getloadavg"):
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
     return info
 
 

@@ -97,7 +97,7 @@ def evaluate_model(env: TrackEnv, model, tokenizer) -> tuple[dict, dict]:
 
 
 def evaluate_examples(env: TrackEnv, model, tokenizer, examples: list[dict]) -> tuple[dict, dict]:
-    budget = env.suite.budget
+    budget = env.budget
     if env.encoder:
         return evaluate_encoder(model, tokenizer, examples, budget.max_length, budget.eval_batch_size), {}
     return evaluate_causal(model, tokenizer, env.track.task, examples, env.track.max_new_tokens,
@@ -131,7 +131,7 @@ def teacher_generations(env: TrackEnv, method, meter: BudgetMeter) -> list[str]:
 
 def run_cell(env: TrackEnv, method, seed: int, artifact_dir, progress_desc: str = "") -> tuple[dict, dict, dict]:
     """Train and evaluate one method cell; returns (metrics, costs, lm_eval meta). Raises on failure."""
-    budget = env.suite.budget
+    budget = env.budget
     meter = BudgetMeter(max_steps=budget.steps, max_examples=budget.steps * budget.examples_per_step)
     torch.manual_seed(seed)
     student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels)

@@ -47,6 +47,11 @@ class TrackEnv:
     def encoder(self) -> bool:
         return is_encoder_track(self.track)
 
+    @property
+    def budget(self):
+        """This track's budget (the suite's, with the track's own step count when it sets one)."""
+        return self.suite.budget_for(self.track.name)
+
     @cached_property
     def head(self) -> TeacherHead:
         return self.cache.head

@@ -33,14 +33,18 @@ def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, s
         for i, c in enumerate(chunk):
             ids[i, width - len(c):] = torch.tensor(c)
             mask[i, width - len(c):] = 1
+        # use_cache: each step feeds one new token against the cached keys/values (a converted or
+        # hand-made config with use_cache off would recompute the whole prefix every step)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **settings)
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                             **{"use_cache": True, **settings})
         new = out[:, width:]
         for row in new:
             keep = row.tolist()
-            if tokenizer.eos_token_id in keep:
+            ended = tokenizer.eos_token_id in keep
+            if ended:
                 keep = keep[:keep.index(tokenizer.eos_token_id)]
-            n_tokens += len(keep) + 1
+            n_tokens += len(keep) + ended       # EOS counts when generated; a cut-off row has none
             texts.append(tokenizer.decode(keep, skip_special_tokens=True))
         if progress:
             progress(len(chunk))

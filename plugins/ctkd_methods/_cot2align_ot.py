@@ -9,8 +9,11 @@ Implementation notes (values as the plain ``align.ot.sinkhorn`` run on every ter
 up to float rounding; tested against it and against a transcription of the official loop):
 
 - Packing: only response positions take part, so each side is left-packed to its response
-  positions before the cost (``pack_positions``) and the teacher states are projected after
-  packing; padded slots are masked exactly as before (zero marginal, zero plan).
+  positions before the cost (``pack_positions``, a row copy) and the teacher states are
+  projected after packing; padded slots are masked exactly as before (zero marginal, zero plan).
+  When every row of a pairing has both sides (the usual case) no row subset is taken.
+- Terms 5-6 under the official masking have no teacher position in any row: that pairing is
+  not built at all (its rows stay exactly 0); ``fix_masked_ot_terms`` adds it as a fourth block.
 - One problem block per pairing (plain-plain, CoT-CoT, plain-CoT, CoT-plain), each
   [2 layers x live rows, n, m] with its own widths, instead of one block padded to the
   widest pairing. The blocks are iterated in lockstep and stop together, with the same
@@ -58,10 +61,14 @@ class _Block:
         self.a = a
         self.pair = mask_a.unsqueeze(-1) & mask_b.unsqueeze(-2)
 
-    def safe_min(self) -> float:
-        """Smallest valid log-kernel entry (+inf if none)."""
-        valid = torch.where(self.pair, self.logk.detach(), torch.full_like(self.logk, math.inf))
-        return float(valid.amin()) if valid.numel() else math.inf
+    def safe(self, bound: float) -> bool:
+        """Every valid log-kernel entry above `bound`? (All entries first: one pass, no mask.)"""
+        if not self.logk.numel():
+            return True
+        logk = self.logk.detach()
+        if float(logk.amin()) > bound:
+            return True
+        return float(torch.where(self.pair, logk, torch.full_like(logk, math.inf)).amin()) > bound
 
     def prepare(self, fast: bool) -> None:
         self.fast = fast
@@ -105,8 +112,7 @@ def lockstep_sinkhorn(problems, eps: float, n_iters: int = 100, kernel: str = "m
     """
     blocks = [_Block(c, a, b, eps, kernel) for c, a, b in problems]
     safe = _SAFE_LOG_KERNEL.get(blocks[0].logk.dtype) if blocks else None
-    fast = safe is not None and any(bool(b.pair.any()) for b in blocks) and \
-        min(b.safe_min() for b in blocks) > safe
+    fast = safe is not None and any(bool(b.pair.any()) for b in blocks) and all(b.safe(safe) for b in blocks)
     for b in blocks:
         b.prepare(fast)
     f = [torch.zeros_like(b.log_a) for b in blocks]
@@ -160,14 +166,19 @@ def etp_blocks(blocks, *, alpha: float, kernel: str, n_iters: int, tol: float) -
         live = (x_mask.any(-1) & y_mask.any(-1)).nonzero().squeeze(-1)
         outs.append(x.new_zeros(x.shape[0], dtype=torch.float32))
         lives.append(live)
-        if live.numel():
+        if live.numel() == x.shape[0]:   # every row live (the usual case): no copies
+            cost = attention_cost(x.float(), y.float(), y_mask)
+            problems.append((cost, uniform_marginal(x_mask, cost.dtype), uniform_marginal(y_mask, cost.dtype)))
+        elif live.numel():
             cost = attention_cost(x[live].float(), y[live].float(), y_mask[live])
             problems.append((cost, uniform_marginal(x_mask[live], cost.dtype),
                              uniform_marginal(y_mask[live], cost.dtype)))
     plans = iter(lockstep_sinkhorn(problems, alpha, n_iters, kernel, tol if tol > 0 else None))
     costs = iter(p[0] for p in problems)
     for k, live in enumerate(lives):
-        if live.numel():
+        if live.numel() == outs[k].shape[0]:
+            outs[k] = (next(plans) * next(costs)).sum((-1, -2))
+        elif live.numel():
             outs[k] = outs[k].index_copy(0, live, (next(plans) * next(costs)).sum((-1, -2)))
     return outs
 
@@ -197,7 +208,11 @@ def pack_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """x[b, index[b]] [B, W, d]. A row copy (index_select on the flattened rows): the same values as
+    ``gather`` with an expanded index, which on CPU walks every element through the index tensor."""
+    B, L, d = x.shape
+    flat = (index + torch.arange(B, device=index.device).unsqueeze(1) * L).reshape(-1)
+    return x.reshape(B * L, d).index_select(0, flat).view(B, index.shape[1], d)
 
 
 class _PackCache:

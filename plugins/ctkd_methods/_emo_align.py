@@ -80,13 +80,14 @@ def batch_alignment(plans: list[RowPlan], real_s: torch.Tensor, real_t: torch.Te
     key = _scatter_rows([p.key for p in plans], real_t, -1, np.int64)
     excluded = _scatter_rows([p.excluded for p in plans], real_t, True, bool)
     order = np.argsort(np.where(excluded, np.inf, -importance), axis=1, kind="stable")
+    batch_rows = np.arange(B)[:, None]
     rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(T), (B, T)), axis=1)
+    rank[batch_rows, order] = np.arange(T)
     k = np.array([p.k for p in plans], dtype=np.int64).reshape(B, 1)
     in_top = (rank < k) & ~excluded & (key >= 0)
     U = max((len(p.t_first) for p in plans), default=0)
     kept = np.zeros((B, U + 1), dtype=bool)
-    np.put_along_axis(kept, np.where(in_top, key, U), True, axis=1)
+    kept[batch_rows, np.where(in_top, key, U)] = True
     kept = kept[:, :U]
 
     far = real_s.shape[1] + T + 1           # sorts after every real position

@@ -26,12 +26,14 @@ def attention_received(attention: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 
 def masked_softmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return x.masked_fill(~mask.bool(), -math.inf).softmax(-1).masked_fill(~mask.bool(), 0.0)
+    pad = ~mask.bool()
+    return x.masked_fill(pad, -math.inf).softmax(-1).masked_fill(pad, 0.0)
 
 
-def teacher_mass(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """OTIS teacher marginal [B, T]: softmax over real tokens of the attention they receive."""
-    return masked_softmax(attention_received(attention, mask), mask)
+def teacher_mass(attention: torch.Tensor, mask: torch.Tensor, received: torch.Tensor | None = None) -> torch.Tensor:
+    """OTIS teacher marginal [B, T]: softmax over real tokens of the attention they receive
+    (``received``: `attention_received` when already computed)."""
+    return masked_softmax(attention_received(attention, mask) if received is None else received, mask)
 
 
 def student_mass(t_mass: torch.Tensor, t_mask: torch.Tensor, source: torch.Tensor, s_mask: torch.Tensor,
@@ -146,7 +148,8 @@ def emo_loss(student_logits: torch.Tensor, targets: torch.Tensor, student_hidden
              ira_rows: list[tuple[list[int], list[int]]] | IraIndex, *, kd_rate: float = 0.5, ira_weight: float = 0.1,
              sinkhorn_eps: float = 0.1, sinkhorn_iters: int = 100, sinkhorn_gradient: str = "implicit",
              sinkhorn_tol: float | None = 1e-5, ira_batch_mean: bool = False,
-             fix_student_mass: bool = False) -> dict[str, torch.Tensor]:
+             fix_student_mass: bool = False, ce: torch.Tensor | None = None,
+             teacher_received: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """EMO on tensors (classification variant).
 
     student_logits [B, C] class logits, targets [B]; student_hidden [B, S, d_s] and the teacher's last
@@ -155,9 +158,12 @@ def emo_loss(student_logits: torch.Tensor, targets: torch.Tensor, student_hidden
     position per student position, -1 none, see `_emo_tokens.mass_sources`); student_attentions /
     teacher_attentions: the IRA layer pairs; ira_rows[b] = (teacher rows, student rows), positions in
     the padded sequences (or the same as an `IraIndex`). Returns {"loss", "ce", "ira", "otis"}.
+    ce / teacher_received: the CE of these logits and `attention_received` of the teacher's last
+    layer when the caller already has them (the same values; not recomputed).
     """
-    ce = F.cross_entropy(student_logits.float(), targets)
-    t_mass = teacher_mass(teacher_last_attention, t_mask)
+    if ce is None:
+        ce = F.cross_entropy(student_logits.float(), targets)
+    t_mass = teacher_mass(teacher_last_attention, t_mask, teacher_received)
     s_mass = student_mass(t_mass, t_mask, mass_source, s_mask, fix=fix_student_mass)
     cost = attention_cost(student_hidden, projected_teacher_hidden, t_mask)
     otis = otis_loss(cost, s_mass, t_mass, sinkhorn_eps, sinkhorn_iters, sinkhorn_gradient, sinkhorn_tol)

@@ -51,12 +51,17 @@ Deviations (deliberate):
 - Equal entropies on a side (e.g. one content token) give weight 4 (official: NaN cast to int).
 - No silent zero loss: the official code returns KD = 0 for the whole batch on any exception.
 
-Implementation (step cost; values identical to the per-row computation, tested against it):
-the token edit distances come from a [V_t, V_s] table built in ``prepare`` when the vocabularies
-are small (``_token_cost``); the entropy weights depend on the logits, so the weighted DTW runs
-every step, for the whole batch at once (``ctkd_bench.align.dtw_batch``, exact for the integer
-costs); content rows are gathered once for the batch and the merges are per-row matrix products
-as before; the dynamic map is vectorised (``cdm_vocab.dynamic_map``).
+Implementation (step cost; values equal to the per-row computation up to float rounding in
+the sums, tested against per-row / per-step references under every switch): the token edit
+distances come from a [V_t, V_s] table built in ``prepare`` when the vocabularies are small
+(``_token_cost``); the entropy weights depend on the logits, so the weighted DTW runs every
+step, for the whole batch at once (``ctkd_bench.align.dtw_batch``, exact for the integer
+costs). ``_cdm_steps`` batches the rest: the entropy weights are screened with a proven error
+bound so that only the few undecided rows pay for the official float64 entropy (weights
+identical); the merge is one batched product per side; the top-K sets come from a partial
+sort, ties at the K-th value decided by ``torch.topk``. The dynamic map walks only the real
+entries of the near lists (``cdm_vocab.dynamic_map``). ``batch_entropy_weights`` and
+``merge_matrices`` are the straightforward forms the tests compare against.
 """
 from __future__ import annotations
 
@@ -70,6 +75,7 @@ from ctkd_bench.align.dtw import dtw
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
+from ctkd_methods._cdm_steps import merge_batch, screened_entropy_weights, topk_ids
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
 
@@ -176,7 +182,7 @@ def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor
     saves the top-k over the padding.
     """
     ids = torch.arange(k, device=z.device).expand(*z.shape[:-1], k).clone()
-    ids[valid] = z[valid].topk(k, dim=-1).indices
+    ids[valid] = topk_ids(z[valid], k)
     return ids
 
 
@@ -215,8 +221,9 @@ def cdm_kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, valid: torch.Tensor, table
                                              tables["stu2tea"], tables["near_s2t"], valid))
     s_masked = torch.where(tea_of_s < 0, torch.full_like(top_s, -1), top_s)
     drop_zero = not keep_zero
-    t1, s1 = gather_mapped(z_t, t_masked, drop_zero), gather_mapped(z_s, stu_of_t, drop_zero)
-    s2, t2 = gather_mapped(z_s, s_masked, drop_zero), gather_mapped(z_t, tea_of_s, drop_zero)
+    # one gather per side (the student's backward then scatters once): [dir-1 slots ; dir-2 slots]
+    t1, t2 = gather_mapped(z_t, torch.cat([t_masked, tea_of_s], -1), drop_zero).split(k, -1)
+    s1, s2 = gather_mapped(z_s, torch.cat([stu_of_t, s_masked], -1), drop_zero).split(k, -1)
     if fix_swapped_roles:
         y, x = torch.cat([t1, t2], -1), torch.cat([s1, s2], -1)
     else:
@@ -267,26 +274,26 @@ class CDM(Method):
         ctx.state["cdm_tables"] = self.tables
 
     @staticmethod
-    def content_rows(labels: torch.Tensor, logits: torch.Tensor, shift: int):
-        """Each row's content-position logit rows, all rows at once.
-
-        Returns (rows [N, V]: row b's rows are the b-th block of ``sizes``, in position order;
-        positions [B, W] left-aligned; real [B, W] bool; sizes [B]). One gather for the batch
-        keeps the backward to one scatter (per-row indexing would zero-fill [B, L, V] per row).
+    def content_cells(labels: torch.Tensor, logits: torch.Tensor, shift: int):
+        """Each row's content-position logit rows, left-aligned: (cells [B, W, V], positions [B, W],
+        real [B, W] bool, sizes [B]). Cells past a row's size hold some other row of the same
+        sequence (finite; the merge gives them weight 0). One ``index_select`` for the batch keeps
+        the backward to one ``index_add``.
         """
         pos, sizes = content_positions(labels)
         real = torch.arange(pos.shape[1], device=pos.device) < sizes.unsqueeze(1)
         # fix_row_shift: the row before a token predicts it (a row at position 0 has none: itself)
         flat = torch.arange(len(pos), device=pos.device).unsqueeze(1) * labels.shape[1] + (pos - shift).clamp(min=0)
-        return logits.flatten(0, 1)[flat[real]], pos, real, sizes
+        cells = logits.flatten(0, 1).index_select(0, flat.view(-1)).view(*flat.shape, logits.shape[-1])
+        return cells, pos, real, sizes
 
     def merged_steps(self, batch, s_logits, t_logits):
         """DTW + merge of every row at once, padded: (Z_s [B, G, V_s], Z_t [B, G, V_t], valid [B, G])."""
         shift = int(self.config.fix_row_shift)
-        rows_s, s_pos, real_s, n_s = self.content_rows(batch.student.labels, s_logits, shift)
-        rows_t, t_pos, real_t, n_t = self.content_rows(batch.teacher.labels, t_logits, shift)
-        w_s = batch_entropy_weights(rows_s, real_s).cpu().numpy()
-        w_t = batch_entropy_weights(rows_t, real_t).cpu().numpy()
+        cells_s, s_pos, real_s, n_s = self.content_cells(batch.student.labels, s_logits, shift)
+        cells_t, t_pos, real_t, n_t = self.content_cells(batch.teacher.labels, t_logits, shift)
+        w_s = screened_entropy_weights(cells_s, real_s, weights_from_entropy).cpu().numpy()
+        w_t = screened_entropy_weights(cells_t, real_t, weights_from_entropy).cpu().numpy()
         s_ids = batch.student.input_ids.gather(1, s_pos).cpu().numpy()
         t_ids = batch.teacher.input_ids.gather(1, t_pos).cpu().numpy()
         n_s, n_t = n_s.tolist(), n_t.tolist()
@@ -294,16 +301,13 @@ class CDM(Method):
         for b, (nt, ns) in enumerate(zip(n_t, n_s)):
             cost[b, :nt, :ns] = self.token_cost(t_ids[b, :nt], s_ids[b, :ns])
         # integer edit distances times integer weights: exact, as the per-pair dtw's products
-        on_path = torch.from_numpy(dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], n_t, n_s))
-        out_s, out_t = [], []
-        for b, (z_s, z_t) in enumerate(zip(rows_s.split(n_s), rows_t.split(n_t))):
-            m_t, m_s = merge_matrices(on_path[b, :n_t[b], :n_s[b]])
-            out_s.append(m_s.to(z_s.device, z_s.dtype) @ z_s)
-            out_t.append(m_t.to(z_t.device, z_t.dtype) @ z_t)
-        sizes = torch.tensor([z.shape[0] for z in out_s], device=s_logits.device)
-        valid = torch.arange(int(sizes.max()), device=s_logits.device) < sizes.unsqueeze(1)
-        pad = lambda zs: torch.nn.utils.rnn.pad_sequence(zs, batch_first=True)
-        return pad(out_s), pad(out_t), valid
+        on_path = dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], n_t, n_s)
+        m_t, m_s, sizes = merge_batch(on_path, n_t, n_s)
+        z_s = torch.bmm(torch.from_numpy(m_s).to(cells_s.device, cells_s.dtype), cells_s)
+        z_t = torch.bmm(torch.from_numpy(m_t).to(cells_t.device, cells_t.dtype), cells_t)
+        sizes = torch.from_numpy(sizes).to(s_logits.device)
+        valid = torch.arange(z_s.shape[1], device=s_logits.device) < sizes.unsqueeze(1)
+        return z_s, z_t, valid
 
     def loss(self, batch, student, teacher):
         cfg = self.config

@@ -65,8 +65,12 @@ Deviations:
   ``skewed_reverse_kl``, the TinyLlama one FKL with kd_rate 0.9).
 - Cost: the core runs one extra student and teacher pass per step on the view and a
   teacher generation pass over the training prompts (metered as the method's). The student
-  processes 2B records per step (forward and backward), so a step costs at least about twice
-  an SFT step whatever the loss costs.
+  processes 2B records per step (forward and backward), and the CoT record is the longer one:
+  on tiny math a step runs ~2.5x SFT's student tokens, and a CE-only step on both formats
+  already costs ~2.5x an SFT step (1.0x per token). The full step is ~4x SFT, ~1.6x per student
+  token: DSKD-CMA on both records (DSKD alone ~1.5x SFT) plus ~0.15x per token for the OT.
+  One padded student pass over both formats instead of two was measured slower on CPU (the
+  plain rows get padded to the CoT length).
 
 Contract with the core: ``needs.generations``; the teacher continues
 ``generation_prompt(example)`` once per training example with ``generation_settings``

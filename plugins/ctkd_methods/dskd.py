@@ -48,8 +48,8 @@ from torch import nn
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
 
-from ._cma import (DualSpaceTerms, Projector, SpaceInputs, cma_terms, dual_space_loss, masked_ce_sum,
-                   preshift_labels, project)
+from ._cma import (DualSpaceTerms, Projector, SpaceInputs, argmax_hits, cma_terms, dual_space_loss,
+                   masked_ce_sum, preshift_labels, project)
 from ._divergences import OBJECTIVES, KDObjective, canonical_objective
 
 VARIANTS = ("auto", "dskd", "cma")
@@ -75,7 +75,7 @@ def dual_space_terms(student: SpaceInputs, teacher: SpaceInputs, *, t2s: Project
     s2t_hidden = project(s2t, student.hidden[m_t]).to(teacher.lm_head.dtype)
     s2t_logits = s2t_hidden.matmul(teacher.lm_head.transpose(-1, -2))
     s2t_kd = objective.forward_kl(s2t_logits, teacher.logits[m_t]).sum()
-    correct = t2s_logits.argmax(-1) == targets
+    correct = argmax_hits(t2s_logits.detach(), targets)
     return DualSpaceTerms(t2s_ce, t2s_kd, s2t_kd, correct.sum(), student.mask.sum())
 
 

@@ -47,8 +47,11 @@ Deviations and interpretations:
   reproduces the official autograd exactly.
 - Label smoothing is not applied (the scripts leave it at 0).
 - Cost: the token-string work of each sentence (MinED maps, first positions, stop-word exclusions) is
-  cached (`_emo_align.RowPlan`, filled in `prepare`); the attention-dependent top-m selection and IRA
+  cached (`_emo_align.RowPlan`, filled in `prepare`, looked up by text and checked against the batch's
+  token lists, so a truncated copy is recomputed); the attention-dependent top-m selection and IRA
   rows run as whole-batch array ops (`_emo_align.batch_alignment`); same rows as the per-example code.
+  The attention each teacher token receives is computed once per step (ranking and teacher mass) and
+  the CE is the core's `student.ce` (the same value).
 """
 from __future__ import annotations
 
@@ -101,12 +104,6 @@ def _span_bytes(spans) -> bytes:
     return np.ascontiguousarray(spans, dtype=np.int64).reshape(-1, 2).tobytes()
 
 
-def _real_spans(offsets: torch.Tensor, real: torch.Tensor) -> list[bytes]:
-    """Each row's real-token spans as `_span_bytes`, from padded offsets [B, L, 2]."""
-    flat = offsets[real].cpu().numpy()
-    return [_span_bytes(rows) for rows in np.split(flat, np.cumsum(real.sum(1).cpu().numpy())[:-1])]
-
-
 class EMO(Method):
     name = "emo"
     category = "multi-level alignment"
@@ -145,6 +142,7 @@ class EMO(Method):
     def __init__(self, config=None):
         super().__init__(config)
         self._pairs = None
+        self._row_plans: dict[str, tuple[list, list, RowPlan]] = {}
 
     def prepare(self, ctx):
         n_s, n_t = ctx.student_dims.num_layers, ctx.teacher_dims.num_layers
@@ -156,13 +154,15 @@ class EMO(Method):
         s_special = ctx.student_tokenizer.cls_token or ctx.student_tokenizer.bos_token or "[CLS]"
         self._specials = (frozenset(ctx.teacher_tokenizer.all_special_tokens),
                           frozenset(ctx.student_tokenizer.all_special_tokens), t_special, s_special)
+        self._row_plans = {}          # keyed by text under this cell's tokenizers
         for example in ctx.train_examples:   # one-off: the per-sentence token work of the training set
             text = example.get("text")
             if text is None:
                 continue
             t_tokens, t_spans = self._tokens(ctx.teacher_tokenizer, text)
             s_tokens, _ = self._tokens(ctx.student_tokenizer, text)
-            self._plan(s_tokens, t_tokens, text, _span_bytes(t_spans))
+            plan = self._plan(s_tokens, t_tokens, text, _span_bytes(t_spans))
+            self._row_plans[text] = (list(t_tokens), list(s_tokens), plan)
 
     @staticmethod
     def _tokens(tokenizer, text: str) -> tuple[tuple, tuple]:
@@ -175,12 +175,22 @@ class EMO(Method):
 
     def _alignment(self, batch, received: torch.Tensor):
         """IRA rows (`IraIndex`, padded positions) and the OTIS mass source [B, S] of the batch."""
-        s_side, t_side = batch.student, batch.teacher
-        real_s, real_t = s_side.attention_mask.bool(), t_side.attention_mask.bool()
-        spans = _real_spans(t_side.offsets, real_t) if self.config.stopword_filter else [None] * len(batch)
-        plans = [self._plan(tuple(s_side.tokens[b]), tuple(t_side.tokens[b]), batch.texts[b], spans[b])
-                 for b in range(len(batch))]
+        real_s, real_t = batch.student.attention_mask.bool(), batch.teacher.attention_mask.bool()
+        plans = [self._row_plan(batch, b, real_t) for b in range(len(batch))]
         return batch_alignment(plans, real_s, real_t, received, self.config.ira_pair_by_mapping)
+
+    def _row_plan(self, batch, b: int, real_t: torch.Tensor) -> RowPlan:
+        """Row b's `RowPlan`, memoised per text (filled by `prepare`). A hit needs both token lists
+        equal, e.g. not a truncated copy; then the teacher spans are equal too (same tokenizer and
+        text), so a hit skips reading the offsets and hashing the token strings (new every batch)."""
+        text, t_tokens, s_tokens = batch.texts[b], batch.teacher.tokens[b], batch.student.tokens[b]
+        hit = self._row_plans.get(text)
+        if hit is not None and hit[0] == t_tokens and hit[1] == s_tokens:
+            return hit[2]
+        spans = _span_bytes(batch.teacher.offsets[b][real_t[b]].cpu().numpy()) if self.config.stopword_filter else None
+        plan = self._plan(tuple(s_tokens), tuple(t_tokens), text, spans)
+        self._row_plans[text] = (list(t_tokens), list(s_tokens), plan)
+        return plan
 
     def _plan(self, s_tokens: tuple, t_tokens: tuple, text: str, t_spans: bytes | None) -> RowPlan:
         if not self.config.stopword_filter:
@@ -193,14 +203,16 @@ class EMO(Method):
         c = self.config
         s_mask, t_mask = batch.student.attention_mask, batch.teacher.attention_mask
         last_attention = teacher.attentions[-1]
-        rows, source = self._alignment(batch, attention_received(last_attention, t_mask))
+        received = attention_received(last_attention, t_mask)
+        rows, source = self._alignment(batch, received)
         projected = self.modules(teacher.hidden_states[-1].to(self.modules.weight.dtype))
         out = emo_loss(student.logits, batch.targets, student.hidden_states[-1], projected, s_mask, t_mask,
                        last_attention, source, [student.attentions[s] for s, _ in self._pairs],
                        [teacher.attentions[t] for _, t in self._pairs], rows, kd_rate=c.kd_rate,
                        ira_weight=c.ira_weight, sinkhorn_eps=c.sinkhorn_eps, sinkhorn_iters=c.sinkhorn_iters,
                        sinkhorn_gradient=c.sinkhorn_gradient, sinkhorn_tol=c.sinkhorn_tol,
-                       ira_batch_mean=c.ira_batch_mean, fix_student_mass=c.fix_student_mass)
+                       ira_batch_mean=c.ira_batch_mean, fix_student_mass=c.fix_student_mass,
+                       ce=student.ce, teacher_received=received)
         n_rows = rows.real.sum() / max(len(batch), 1)
         return {**{k: (v if k == "loss" else v.detach()) for k, v in out.items()}, "ira_rows": n_rows}
 

@@ -156,3 +156,45 @@ def test_sinkhorn_update_order_decides_which_marginal_is_exact():
         v = b[0] / (K.T @ u)
         u = a[0] / (K @ v)
     assert torch.allclose(rows[0], u[:, None] * K * v[None, :], atol=1e-12)
+
+
+def reference_sinkhorn(cost, a, b, eps, n_iters, tol, rows_last):
+    """The loop as first written (kept as the reference): log-domain updates, and after every
+    iteration the inexact marginal is checked by summing the full plan."""
+    logk = -cost / eps
+    pair = (a > 0).unsqueeze(-1) & (b > 0).unsqueeze(-2)
+    logk = torch.where(pair, logk, torch.full_like(logk, -1e30))
+    log_a = torch.where(a > 0, a.clamp_min(1e-38).log(), torch.full_like(a, -1e30))
+    log_b = torch.where(b > 0, b.clamp_min(1e-38).log(), torch.full_like(b, -1e30))
+    f, g = torch.zeros_like(a), torch.zeros_like(b)
+    for _ in range(n_iters):
+        if rows_last:
+            g = log_b - torch.logsumexp(logk + f.unsqueeze(-1), dim=-2)
+            f = log_a - torch.logsumexp(logk + g.unsqueeze(-2), dim=-1)
+        else:
+            f = log_a - torch.logsumexp(logk + g.unsqueeze(-2), dim=-1)
+            g = log_b - torch.logsumexp(logk + f.unsqueeze(-1), dim=-2)
+        plan = torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2))
+        err = plan.sum(-2) - b if rows_last else plan.sum(-1) - a
+        if float(err.abs().sum(-1).max()) < tol:
+            break
+    return torch.where(pair, torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2)), torch.zeros_like(cost))
+
+
+@pytest.mark.parametrize("rows_last", [False, True])
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_sinkhorn_early_stop_reuses_the_next_lse_and_stops_where_the_plan_sum_does(monkeypatch, rows_last, tol):
+    from ctkd_bench.align import ot
+
+    monkeypatch.setattr(ot, "_SAFE_LOG_KERNEL", {})      # the logsumexp path, as the reference
+    for seed in range(4):
+        cost, a, b = random_problem(seed)
+        for eps in (0.05, 0.5):
+            got = sinkhorn(cost, a, b, eps=eps, n_iters=200, tol=tol, rows_last=rows_last)
+            want = reference_sinkhorn(cost, a, b, eps, 200, tol, rows_last)
+            assert torch.equal(got, want)
+    calls = []
+    real = ot._converged
+    monkeypatch.setattr(ot, "_converged", lambda *args: calls.append(1) or real(*args))
+    sinkhorn(cost, a, b, eps=0.05, n_iters=200, tol=tol, rows_last=rows_last)
+    assert 1 < len(calls) < 200                          # it did stop early

@@ -63,6 +63,8 @@ def test_run_writes_records_results_and_report(run_dir):
     assert by[("embed", "uld")]["status"] == "n/a"
     sft = by[("lm", "sft")]
     assert sft["costs"]["steps"] == 6 and sft["costs"]["examples"] == 24
+    assert by[("math", "sft")]["costs"]["steps"] == 9       # the track's own step count (profile test)
+    assert by[("math", "uld")]["costs"]["examples"] == 9 * 4
     assert sft["costs"]["teacher_tokens"] == 0 and by[("lm", "uld")]["costs"]["teacher_tokens"] > 0
     assert 0 < sft["metrics"]["true_entropy_bpb"] < sft["metrics"]["bits_per_byte"]
     frame = pd.read_parquet(out / "results.parquet")

@@ -27,6 +27,19 @@ def test_hash_changes_with_budget(tiny_data):
     assert parse_suite(other).hash != parse_suite(tiny_data).hash
 
 
+def test_track_steps_override_the_budget_for_that_track_only(tiny_data):
+    tiny_data["tracks"]["lm"].pop("steps", None)
+    base = parse_suite(tiny_data)
+    tiny_data["tracks"]["lm"]["steps"] = base.budget.steps + 50
+    spec = parse_suite(tiny_data)
+    assert spec.budget_for("lm").steps == base.budget.steps + 50
+    assert spec.budget_for("lm").lr == base.budget.lr
+    assert spec.budget_for("embed") == spec.budget == base.budget
+    assert spec.hash != base.hash
+    tiny_data["tracks"]["lm"]["steps"] = 0            # 0: the budget's steps, hashed as if absent
+    assert parse_suite(tiny_data).hash == base.hash
+
+
 def test_profile_overrides_nested_fields(tiny_data):
     base = parse_suite(tiny_data)
     test = parse_suite(tiny_data, profile="test")
@@ -51,6 +64,8 @@ def test_cell_id_is_stable_and_distinguishes_seeds():
     (lambda d: d["budget"].update(lr=1e9), "tiny.budget.lr"),
     (lambda d: d["tracks"]["lm"].update(pair="nope"), "tiny.tracks.lm.pair"),
     (lambda d: d["tracks"]["lm"].update(task="poetry"), "tiny.tracks.lm.task"),
+    (lambda d: d["tracks"]["math"].update(steps=-1), "tiny.tracks.math.steps"),
+    (lambda d: d["tracks"]["math"].update(steps=2.5), "tiny.tracks.math.steps"),
     (lambda d: d["models"]["student-llama"].update(tokenizer="gone"), "tiny.models.student-llama.tokenizer"),
     (lambda d: d["models"]["student-llama"].update(source="ftp"), "tiny.models.student-llama.source"),
     (lambda d: d["pairs"]["gpt2-bpe_to_llama-unigram"].update(teacher="x"), "teacher"),
@@ -91,3 +106,11 @@ def test_yaml_is_loaded_safely(tmp_path):
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError):
         load_suite(evil)
+
+
+def test_busy_machine_note_only_when_threads_would_fight():
+    from ctkd_bench.cli.run import busy_machine_note
+    assert "OMP_NUM_THREADS=1" in busy_machine_note({}, load=3.9, cores=2)
+    assert busy_machine_note({}, load=0.4, cores=2) == ""
+    assert busy_machine_note({"OMP_NUM_THREADS": "2"}, load=9.0, cores=2) == ""
+    assert busy_machine_note({}, load=9.0, cores=1) == ""

@@ -12,6 +12,8 @@ from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
 from ctkd_methods import cdm_vocab
 from ctkd_methods.cdm import CDM, alignment_matrices, cdm_distance, cdm_kd_loss, entropy_weights
 
+import test_cdm_hot_path as hot_path     # same folder: the per-step KD reference
+
 
 def test_entropy_weights_hand_values():
     # entropies: 0 (one-hot), ln 2, ln 4 -> normalised 0, 0.5, 1 -> int(3 sigmoid(4h - 2) + 3)
@@ -61,8 +63,12 @@ def loop_map(src_top, cand_top, exact, src_str, tgt_str, thr):
     return [[exact[x] if exact[x] >= 0 else mapper.get(x, -1) for x in row] for row in src_top]
 
 
+MAPS = [cdm_vocab.dynamic_map_dense, cdm_vocab.dynamic_map_lists]
+
+
+@pytest.mark.parametrize("impl", MAPS)
 @pytest.mark.parametrize("seed", range(5))
-def test_dynamic_map_equals_sequential_loop(seed):
+def test_dynamic_map_equals_sequential_loop(seed, impl):
     rng = random.Random(seed)
     words = ["".join(rng.choice("abcde") for _ in range(rng.randint(0, 5))) for _ in range(40)]
     src_str, tgt_str = words[:20], words[20:] + ["abc", "abd"]
@@ -73,7 +79,7 @@ def test_dynamic_map_equals_sequential_loop(seed):
     src_top = torch.tensor([rng.sample(range(len(src_str)), K) for _ in range(G)])
     cand_top = torch.tensor([rng.sample(range(len(tgt_str)), K) for _ in range(G)])
     cand_top[cand_top % 7 == 3] = -1                     # some removed candidates
-    got = cdm_vocab.dynamic_map(src_top[None], cand_top[None], exact, near, torch.ones(1, G, dtype=torch.bool))
+    got = impl(src_top[None], cand_top[None], exact, near, torch.ones(1, G, dtype=torch.bool))
     want = loop_map(src_top.tolist(), cand_top.tolist(), exact.tolist(), src_str, tgt_str, 0.3)
     assert got[0].tolist() == want
 
@@ -220,7 +226,8 @@ def test_batched_merge_equals_the_per_row_construction(prepared, side, shift):
     got = method.merged_steps(batch, student.logits, teacher.logits)
     want = reference_merged_steps(method, batch, student.logits, teacher.logits)
     for g, w in zip(got, want):
-        assert g.shape == w.shape and torch.equal(g, w)
+        assert g.shape == w.shape
+        assert torch.equal(g, w) if g.dtype == torch.bool else torch.allclose(g, w, rtol=1e-6, atol=1e-6)
 
 
 def test_token_cost_table_and_per_call_paths_equal_pairwise_distances():
@@ -240,7 +247,8 @@ def test_token_cost_table_and_per_call_paths_equal_pairwise_distances():
     assert TokenCost(a, b, specials, max_pairs=0).table is None
 
 
-def test_dynamic_map_batched_rows_and_padded_steps_equal_the_loop():
+@pytest.mark.parametrize("impl", MAPS)
+def test_dynamic_map_batched_rows_and_padded_steps_equal_the_loop(impl):
     rng = random.Random(7)
     words = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 4))) for _ in range(30)]
     src_str, tgt_str = words[:15], words[15:]
@@ -251,10 +259,34 @@ def test_dynamic_map_batched_rows_and_padded_steps_equal_the_loop():
     src_top = torch.tensor([[rng.sample(range(15), K) for _ in range(G)] for _ in range(B)])
     cand_top = torch.tensor([[rng.sample(range(15), K) for _ in range(G)] for _ in range(B)])
     valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
-    got = cdm_vocab.dynamic_map(src_top, cand_top, exact, near, valid)
+    got = impl(src_top, cand_top, exact, near, valid)
     for b in range(B):
         g_real = int(valid[b].sum())
         want = loop_map(src_top[b, :g_real].tolist(), cand_top[b, :g_real].tolist(), exact.tolist(),
                         src_str, tgt_str, 0.5)
         assert got[b, :g_real].tolist() == want
         assert torch.equal(got[b, g_real:], exact[src_top[b, g_real:]])   # padded steps: exact map only
+
+
+# -- the whole batched loss against the per-row merge and the per-step KD reference -----------------------
+@pytest.mark.parametrize("flags", [{}, {"fix_row_shift": True, "fix_mask_leak": True},
+                                   dict.fromkeys(hot_path.SWITCHES + ("fix_row_shift",), True)])
+def test_method_loss_and_gradient_equal_the_per_row_reference(prepared, flags):
+    pair, base = prepared
+    method = CDM(CDM.make_config(flags))
+    for name in ("tables", "strings", "specials", "token_cost"):
+        setattr(method, name, getattr(base, name))
+    batch = toy_batch(pair, examples=pair.examples[:6], padding_side="left")
+    with torch.no_grad():
+        student, teacher = toy_forward(pair, method, batch)
+    logits = student.logits.clone().requires_grad_(True)
+    out = method.loss(batch, type(student)(logits=logits, ce=student.ce), teacher)
+    grad, = torch.autograd.grad(out["loss"], logits)
+    ref_logits = student.logits.clone().requires_grad_(True)
+    m_s, m_t, valid = reference_merged_steps(method, batch, ref_logits, teacher.logits)
+    k = min(100, m_s.shape[-1], m_t.shape[-1])
+    switches = {name: flags.get(name, False) for name in hot_path.SWITCHES}
+    kd, _ = hot_path.reference_kd(m_s, m_t.detach(), valid, method.tables, k, 2.0, **switches)
+    want_grad, = torch.autograd.grad(0.5 * kd, ref_logits)
+    assert out["kd"].item() == pytest.approx(kd.item(), rel=1e-5, abs=1e-7)
+    assert torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-9)

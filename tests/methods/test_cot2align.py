@@ -342,9 +342,20 @@ def reference_cross_cot_ot(plain, cot, fix=False, alpha=0.1, kernel="mul", tol=1
     return (plan * cost).sum() / (4 * 2 * plain.student_mask.shape[0])
 
 
-@pytest.mark.parametrize("fix,kernel", [(False, "mul"), (True, "mul"), (True, "div")])
-def test_batched_ot_equals_the_single_call_reference_value_and_gradient(formats, fix, kernel):
-    plain, cot = formats
+@pytest.fixture(scope="module")
+def full_formats():
+    """Every row has both sides (the usual case; the batched path then takes no row subsets)."""
+    gen = torch.Generator().manual_seed(5)
+    return (random_format(gen, 3, 6, 7, 4, s_len=[4, 1, 2], t_len=[5, 3, 1]),
+            random_format(gen, 3, 9, 10, 4, s_len=[8, 6, 3], t_len=[9, 7, 2]))
+
+
+@pytest.mark.parametrize("fix,kernel,rows", [(False, "mul", "some empty"), (True, "mul", "some empty"),
+                                             (True, "div", "some empty"), (False, "mul", "all live"),
+                                             (True, "mul", "all live")])
+def test_batched_ot_equals_the_single_call_reference_value_and_gradient(formats, full_formats, fix, kernel,
+                                                                         rows):
+    plain, cot = formats if rows == "some empty" else full_formats
 
     def leaves(fmt):
         return dataclasses.replace(fmt, student=tuple(t.clone().requires_grad_() for t in fmt.student),
@@ -358,8 +369,8 @@ def test_batched_ot_equals_the_single_call_reference_value_and_gradient(formats,
         results.append((value.detach(), [t.grad for f in (p, c) for t in f.student + f.teacher]))
     (v_new, g_new), (v_ref, g_ref) = results
     assert v_new.item() == pytest.approx(v_ref.item(), rel=1e-6)
-    for new, ref in zip(g_new, g_ref):   # float32 rounding through the unrolled iterations: ~1e-5
-        assert (new - ref).abs().max() <= 5e-5 * ref.abs().max()
+    for new, ref in zip(g_new, g_ref):   # float32 rounding through the unrolled iterations: ~1e-5..7e-5
+        assert (new - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
 def test_teacher_projector_after_packing_equals_projecting_first(formats):
@@ -370,3 +381,35 @@ def test_teacher_projector_after_packing_equals_projecting_first(formats):
         raw = [dataclasses.replace(f, teacher_projector=ot) for f in (plain, cot)]
         assert cross_cot_ot(*raw, fix_masked_ot_terms=True).item() == pytest.approx(
             cross_cot_ot(*projected, fix_masked_ot_terms=True).item(), rel=1e-6)
+
+
+def test_faithful_default_never_solves_terms_five_six(formats, monkeypatch):
+    """Under the official masking the cross pair (s_cot, t_plain) has no teacher position: it is not
+    built at all (3 blocks of rows, not 4), and its value is exactly 0; the fix makes it a 4th block."""
+    import ctkd_methods._cot2align_ot as ot_module
+    plain, cot = formats
+    seen, real = [], ot_module.etp_blocks
+
+    def counting(blocks, **kw):
+        seen.append(len(blocks))
+        return real(blocks, **kw)
+    monkeypatch.setattr(ot_module, "etp_blocks", counting)
+    faithful, fixed = cross_cot_ot(plain, cot), cross_cot_ot(plain, cot, fix_masked_ot_terms=True)
+    assert seen == [3, 4]
+    extra = sum(sum(layer) for layer in brute_terms(plain, cot, fix=True)["5-6"]) / 24
+    assert fixed.item() == pytest.approx(faithful.item() + extra, rel=1e-5) and extra > 0
+
+
+def test_packing_gathers_each_rows_positions_in_order():
+    from ctkd_methods._cot2align_ot import _gather, pack_positions
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 5, 2, generator=gen, requires_grad=True)
+    mask = torch.tensor([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 1]], dtype=torch.bool)
+    index, packed = pack_positions(mask)
+    got = _gather(x, index)
+    assert torch.equal(got, x.gather(1, index.unsqueeze(-1).expand(-1, -1, 2)))
+    assert torch.equal(got[0], x[0, [1, 3, 4]]) and torch.equal(got[2, :2], x[2, [0, 4]])
+    assert packed.tolist() == [[True] * 3, [False] * 3, [True, True, False]]
+    weights = torch.randn_like(got)
+    (grad,) = torch.autograd.grad((got * weights).sum(), x)
+    assert torch.equal(grad[0, [1, 3, 4]], weights[0]) and grad[0, [0, 2]].abs().sum() == 0

@@ -443,3 +443,24 @@ def test_gated_t2s_kd_on_kept_rows_equals_the_masked_full_computation():
     (g_want,) = torch.autograd.grad(want, logits)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     assert torch.allclose(g_got, g_want, atol=1e-7) and g_want[0, 2].abs().sum() == 0 < g_want[0, 1].abs().sum()
+
+
+def test_argmax_hits_equals_argmax_with_ties_nan_and_infinite_rows():
+    """The candidate-row shortcut gives exactly ``argmax(-1) == target`` (first maximum wins)."""
+    from ctkd_methods._cma import argmax_hits
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(40, 9, generator=gen)
+    logits[:12] = torch.randint(0, 3, (12, 9), generator=gen).float()     # many exact ties
+    logits[12, 4] = float("nan")                                            # NaN: argmax points at it
+    logits[13, 2] = logits[13, 6] = float("nan")
+    logits[14] = float("-inf")                                              # all -inf: argmax 0
+    logits[15, 3] = float("inf")
+    targets = torch.randint(0, 9, (40,), generator=gen)
+    targets[:12] = logits[:12].argmax(-1)                                   # hits at the first maximum
+    targets[:6] = torch.where(logits[:6, -1] == logits[:6].amax(-1), 8, targets[:6])  # a later tie: miss
+    targets[12], targets[13], targets[14], targets[15] = 4, 6, 0, 3
+    want = logits.argmax(-1) == targets
+    got = argmax_hits(logits, targets)
+    assert torch.equal(got, want)
+    assert want[:12].any() and not want[:12].all() and want[12] and not want[13] and want[14] and want[15]
+    assert not argmax_hits(logits[:0], targets[:0]).numel()

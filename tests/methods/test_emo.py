@@ -301,6 +301,26 @@ def test_vectorised_alignment_equals_the_per_example_reference(overrides):
     assert (want_source >= 0).sum() > len(batch)
 
 
+def test_memoised_row_plans_follow_truncation_and_equal_a_fresh_computation():
+    """`prepare` memoises each training text's plan; a truncated copy of a text (other tokens) must
+    not hit it, and memoised plans must give what the token functions give from scratch."""
+    pair = toy_pair("embed")
+    method = _method(pair)
+    examples = [dict(ex) for ex in pair.examples[:6]]
+    assert all(ex["text"] in method._row_plans for ex in examples)
+    for max_len in (48, 7):                        # 7: truncated, tokens differ from prepare's
+        batch = toy_batch(pair, examples=examples, max_len=max_len)
+        _, teacher = toy_forward(pair, method, batch)
+        received = attention_received(teacher.attentions[-1], batch.teacher.attention_mask)
+        rows, source = method._alignment(batch, received)
+        want_rows, want_source = reference_alignment(method, batch, received)
+        assert torch.equal(source, want_source)
+        assert [(rows.teacher[b][rows.real[b]].tolist(), rows.student[b][rows.real[b]].tolist())
+                for b in range(len(batch))] == want_rows
+        assert all(method._row_plans[ex["text"]][0] == batch.teacher.tokens[b] for b, ex in enumerate(examples))
+    assert any(len(toks) == 7 for toks in batch.teacher.tokens)
+
+
 @pytest.mark.parametrize("pair_by_mapping", [False, True])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_batch_alignment_equals_the_per_example_functions(pair_by_mapping, side):

@@ -6,7 +6,7 @@ import torch
 
 from ctkd_bench.plugins import get_plugin_manager
 from ctkd_bench.toy import toy_batch, toy_forward, toy_pair
-from ctkd_methods.multilevelot import MultiLevelOT, multilevelot_terms, row_col_sinkhorn
+from ctkd_methods.multilevelot import MultiLevelOT, RowColSinkhorn, multilevelot_terms, row_col_sinkhorn
 
 IGN = -100
 
@@ -130,6 +130,35 @@ def test_sinkhorn_columns_sum_to_one_rows_nearly():
     assert torch.allclose(plan.sum(2), torch.ones(2, 5, dtype=torch.float64), atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_written_out_sinkhorn_gradient_equals_autograd_through_the_steps(dtype):
+    """`RowColSinkhorn` (the hot path) against autograd through the plain `row_col_sinkhorn`."""
+    g = torch.Generator().manual_seed(3)
+    cost = torch.rand(3, 7, 6, generator=g, dtype=dtype) * 2
+    weight = torch.randn(3, 7, 6, generator=g, dtype=dtype)
+    real = torch.ones(3, 7, 6, dtype=dtype)
+    real[0, 5:] = 0                 # masked rows and columns (mask_padding_rows)
+    real[1, :, 4:] = 0
+    results = []
+    for sinkhorn, dt in ((row_col_sinkhorn, torch.float64), (RowColSinkhorn.apply, dtype)):
+        c = cost.to(dt).requires_grad_(True)      # reference in float64: its masked rows overflow float32
+        plan = sinkhorn(torch.exp(-c / 0.1) * real.to(dt), 10)
+        (plan * weight.to(dt) + plan * c).sum().backward()
+        results.append((plan.detach(), c.grad))
+    if dtype == torch.float64:
+        assert torch.equal(results[0][0], results[1][0])
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1].to(dtype), **tol)
+    assert results[0][1].abs().max() > 0.1 and (results[1][1][real == 0] == 0).all()
+
+
+def test_written_out_sinkhorn_forward_is_the_plain_one_in_float32():
+    g = torch.Generator().manual_seed(4)
+    kernel = torch.exp(-torch.rand(2, 9, 8, generator=g) * 20)
+    kernel[0, 7:] = 0
+    assert torch.equal(RowColSinkhorn.apply(kernel, 10), row_col_sinkhorn(kernel, 10))
+
+
 def test_length_one_response_and_batch_of_one():
     s_logits, t_logits, s_labels, t_labels = case(5, "left", s_answers=(1,), t_answers=(1,))
     got = multilevelot_terms(s_logits, t_logits, s_labels, t_labels)
@@ -150,6 +179,10 @@ def test_padding_row_mask_changes_only_lg_and_sd():
     assert masked["sd"].item() != pytest.approx(plain["sd"].item())
     fixed = multilevelot_terms(s_logits, t_logits, s_labels, t_labels, fix_double_softmax=True)
     assert torch.isfinite(fixed["lg"]) and fixed["lg"].item() != pytest.approx(plain["lg"].item())
+    s32 = s_logits.float().requires_grad_(True)   # float32: masked Sinkhorn rows must not overflow to NaN
+    masked = multilevelot_terms(s32, t_logits.float(), s_labels, t_labels, version="v2", mask_padding_rows=True)
+    masked["sd"].backward()
+    assert torch.isfinite(s32.grad).all() and s32.grad.abs().sum() > 0
 
 
 def test_gradient_reaches_student_logits_only():

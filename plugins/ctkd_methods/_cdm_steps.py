@@ -1,0 +1,141 @@
+"""CDM's per-step hot path, batched: top-K ids, entropy weights and the DTW merge of a whole batch.
+
+Each function returns what its straightforward counterpart in ``ctkd_methods.cdm`` returns
+(tested against it); they only do less work per training step:
+
+- `topk_ids`: the top-K *set* of a row is unique unless the K-th and (K+1)-th largest values
+  tie, so the K-th largest value (numpy's SIMD ``partition``, several times faster than
+  ``torch.topk`` on CPU) finds it: exactly K entries are >= it. Rows with a tie at the boundary
+  (or a NaN) fall back to ``torch.topk`` so that tied ids are chosen exactly as before. Ids come
+  back sorted by value, like ``torch.topk`` (equal values inside the set may come in another
+  order, which only reorders the terms of a sum: the loss is a function of the id set).
+- `screened_entropy_weights`: the weights are integers in {3, 4, 5} from min-max normalised
+  float64 entropies with a 1e-10 floor inside the log, which costs a float64 log per vocabulary
+  entry. An estimate with float32 exponentials and one log per row comes with a per-row error
+  bound (`screened_entropy`) and decides every row except the few it cannot settle: the rows
+  that may hold the minimum or the maximum, and the rows whose interval straddles a weight
+  boundary. Those get the official entropy, so the weights equal the all-official ones.
+- `merge_batch`: `cdm.merge_matrices` for every row at once, padded to the longest G, so the
+  merge is one batched matrix product per side.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def topk_ids(z: torch.Tensor, k: int) -> torch.Tensor:
+    """``z.topk(k, -1).indices`` for 2-D ``z`` [N, V] (the same set; ties at the boundary as torch)."""
+    n, v = z.shape
+    if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64) or not 0 < k < v or n == 0:
+        return z.topk(k, dim=-1).indices
+    a = z.detach().contiguous().numpy()
+    kth = np.partition(a, v - k, axis=-1)[:, v - k:v - k + 1]     # each row's k-th largest value
+    above = a >= kth
+    clear = above.sum(1) == k                                    # else a tie at the boundary, or a NaN
+    if not clear.all():                                         # rare: drop the unclear rows here
+        above, a = above[clear], a[clear]
+    top = (np.flatnonzero(above) % v).reshape(-1, k)
+    order = np.argsort(-np.take_along_axis(a, top, axis=-1), axis=-1)
+    found = torch.from_numpy(np.take_along_axis(top, order, axis=-1))
+    if clear.all():
+        return found
+    ids = torch.empty(n, k, dtype=torch.long)
+    ids[torch.from_numpy(clear)] = found
+    unclear = torch.from_numpy(~clear)
+    ids[unclear] = z.detach()[unclear].topk(k, dim=-1).indices
+    return ids
+
+
+UNIT = 2.0 ** -24             # float32 unit roundoff
+
+
+def _row_entropy64(rows: torch.Tensor) -> torch.Tensor:
+    """The official float64 entropy with the 1e-10 floor (``cdm.row_entropy``)."""
+    probs = torch.softmax(rows.detach().double(), dim=-1) + 1e-10
+    return -(probs * probs.log()).sum(-1)
+
+
+def screened_entropy(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(entropy estimate, error bound) per row of ``cells`` [..., V], both float64.
+
+    Estimate: H = log S + D with shifted logits d = z - max (float32), S = sum exp(d),
+    D = -sum exp(d) d / S; the exponentials in float32 (one log per row, no float64 pass over
+    the vocabulary), the sums in float64. Bound on |estimate - official entropy|:
+
+    - the floor: with g(x) = -x log x, |g(p + 1e-10) - g(p)| <= 2.31e-9 per entry;
+    - float32: each exp(d) is off by a relative (|d| + 3) u at most (input rounding, 1-ulp exp),
+      each product e * d by u more; propagated through H that is at most
+      u * (E[d^2] + D (4 + D) + 3 + 5 D) <= u * (d_max D + D^2 + 9 D + 3); taken 4 times over.
+    """
+    c = cells.detach().float()
+    d = c - c.amax(-1, keepdim=True)
+    d_max = -d.amin(-1).double()
+    e = d.exp()
+    total = e.sum(-1, dtype=torch.float64)
+    spread = -e.mul_(d).sum(-1, dtype=torch.float64) / total                # D = sum p |d|
+    bound = 4 * UNIT * (d_max * spread + spread * spread + 9 * spread + 3) + 2.31e-9 * cells.shape[-1] + 1e-9
+    return total.log() + spread, bound
+
+
+def _weight_of(entropy: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid((entropy - low) / span * 4 - 2) * 3 + 3
+
+
+def screened_entropy_weights(cells: torch.Tensor, real: torch.Tensor, weights_from_entropy) -> torch.Tensor:
+    """``weights_from_entropy(official entropies of cells, real)`` [B, W], computing few of them exactly.
+
+    ``cells`` [B, W, V] logit rows (only the ``real`` [B, W] ones matter). With each row's
+    official entropy within its bound b of the estimate h (`screened_entropy`): every row that
+    could hold the minimum (h - b <= the smallest h + b) or the maximum is computed exactly, so
+    the minimum and maximum are exact; a row keeps its estimate only if its weight is the same
+    over [h - b, h + b] (1e-9 slack for rounding in the weight formula). Exact rows go through
+    the same ``weights_from_entropy`` at the same cells, so every weight equals the all-exact one.
+    """
+    entropy = torch.zeros(real.shape, dtype=torch.float64, device=real.device)
+    if not bool(real.any()):
+        return weights_from_entropy(entropy, real)
+    estimate, bound = screened_entropy(cells)
+    if not bool(torch.isfinite(estimate[real]).all() & torch.isfinite(bound[real]).all()):
+        return weights_from_entropy(_exact_at(cells, real, entropy), real)
+    entropy = estimate.masked_fill(~real, 0.0)
+    lowest = (entropy + bound).masked_fill(~real, float("inf")).amin(1, keepdim=True)
+    highest = (entropy - bound).masked_fill(~real, float("-inf")).amax(1, keepdim=True)
+    extreme = real & ((entropy - bound <= lowest) | (entropy + bound >= highest))
+    entropy = _exact_at(cells, extreme, entropy)
+    low = entropy.masked_fill(~real, float("inf")).amin(1, keepdim=True)
+    span = entropy.masked_fill(~real, float("-inf")).amax(1, keepdim=True) - low
+    lo_w = torch.floor(_weight_of(entropy - bound, low, span) - 1e-9)
+    hi_w = torch.floor(_weight_of(entropy + bound, low, span) + 1e-9)
+    unsure = real & ~extreme & (span > 0) & (lo_w != hi_w)
+    return weights_from_entropy(_exact_at(cells, unsure, entropy), real)
+
+
+def _exact_at(cells: torch.Tensor, where: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+    """Writes the official entropies of ``cells`` into ``entropy`` [B, W] where ``where``; returns it."""
+    if bool(where.any()):
+        entropy[where] = _row_entropy64(cells[where])
+    return entropy
+
+
+def merge_batch(on_path: np.ndarray, n_t, n_s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`cdm.merge_matrices` of every ``on_path[b, :n_t[b], :n_s[b]]`` at once.
+
+    Returns (M_t [B, G, N], M_s [B, G, M], G per row) in float64, zero past each row's own
+    sizes (G = the longest row's number of groups).
+    """
+    n_t, n_s = np.asarray(n_t), np.asarray(n_s)
+    B, N, M = on_path.shape
+    on = on_path.astype(np.float64)
+    to_student = on.transpose(0, 2, 1) / np.maximum(on.sum(1), 1)[:, :, None]          # [B, M, N]
+    starts = np.zeros((B, N), dtype=bool)
+    starts[:, 0] = True
+    starts[:, 1:] = (on_path[:, 1:] != on_path[:, :-1]).any(2)
+    starts &= (np.arange(N)[None, :] < n_t[:, None]) & ((n_t > 0) & (n_s > 0))[:, None]
+    sizes = starts.sum(1)
+    b_idx, i_idx = np.nonzero(starts)
+    g_idx = (np.cumsum(starts, 1) - 1)[b_idx, i_idx]
+    first = on[b_idx, i_idx]                                                            # [groups, M]
+    m_s = np.zeros((B, int(sizes.max()) if B else 0, M))
+    m_s[b_idx, g_idx] = first / first.sum(1, keepdims=True)
+    return np.matmul(m_s, to_student), m_s, sizes
