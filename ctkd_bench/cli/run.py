@@ -51,7 +51,8 @@ def busy_machine_note(environ=os.environ, load=None, cores=None) -> str:
     if "OMP_NUM_THREADS" in environ:
         return ""
     cores = cores or os.cpu_count() or 1
-    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else (load or 0.0)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if cores < 2 or load < cores - 0.5:
         return ""
     return (f"note: this machine is busy (load {load:.1f} on {cores} cores); OMP_NUM_THREADS=1 keeps torch's "
