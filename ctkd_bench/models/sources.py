@@ -18,7 +18,7 @@ from ..specs import ModelSpec, TokenizerSpec
 from ..util import stable_hash
 from .build import ArchSpec, build_model
 from .registry import resolve_folder
-from .tokenizers import train_tokenizer
+from .tokenizers import load_pinned_tokenizer, pinned_tokenizer_file, train_tokenizer
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -28,17 +28,26 @@ def tokenizer_hash(tokenizer) -> str:
     return stable_hash(blob)
 
 
+def build_tokenizer_key(spec: TokenizerSpec, texts: list[str]) -> str:
+    """Cache (and pin) key of a `build` tokenizer: its spec and its training corpus."""
+    return stable_hash({"spec": spec.__dict__, "corpus": stable_hash(texts)})
+
+
 def load_tokenizer(spec: TokenizerSpec, cache: Path, corpus: Callable[[], list[str]]):
     from transformers import AutoTokenizer
 
     if spec.source == "build":
         texts = corpus()
-        key = stable_hash({"spec": spec.__dict__, "corpus": stable_hash(texts)})
+        key = build_tokenizer_key(spec, texts)
         folder = cache / "tokenizers" / f"{spec.name}-{key}"
         if (folder / "tokenizer.json").exists():
             return AutoTokenizer.from_pretrained(folder)
         tmp = folder.with_name(folder.name + ".tmp")
-        train_tokenizer(spec.family, texts, spec.vocab_size, tmp)
+        pin = pinned_tokenizer_file(spec.name, key)
+        if pin is not None:      # shipped: training Unigram/WordPiece is not reproducible across processes
+            load_pinned_tokenizer(pin, spec.family, tmp)
+        else:
+            train_tokenizer(spec.family, texts, spec.vocab_size, tmp)
         if not folder.exists():  # written to a temp folder first: never a half-saved tokenizer
             tmp.replace(folder)
         return AutoTokenizer.from_pretrained(folder)

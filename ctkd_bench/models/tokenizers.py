@@ -4,6 +4,15 @@ Families: ``bpe`` (byte-level BPE with ``Ġ``, GPT-2 style), ``unigram``
 (SentencePiece-style Unigram with ``▁`` and byte fallback, Llama style) and
 ``wordpiece`` (lower-casing BERT WordPiece with ``##``). The result is saved as a
 HF tokenizer folder and always loaded back through ``AutoTokenizer.from_pretrained``.
+
+The ``tokenizers`` Unigram and WordPiece trainers are not reproducible across
+processes (their vocabulary depends on Rust hash-map order, whatever the
+thread and hash-seed settings), so a suite can ship *pinned* trained
+tokenizers: ``suites/pinned-tokenizers/<name>-<key>.json`` (the raw
+``tokenizer.json``), where ``key`` hashes the tokenizer spec and its training
+corpus. A pin is used instead of training when its key matches, so every cold
+cache builds the same tokenizers and hence the same teachers;
+``scripts/pin-tokenizers.py`` writes them.
 """
 from __future__ import annotations
 
@@ -67,14 +76,35 @@ def _wordpiece(vocab_size: int, texts: Iterable[str]) -> Tokenizer:
     return tok
 
 
-def train_tokenizer(family: str, texts: list[str], vocab_size: int, out_dir: Path):
-    """Train a tokenizer of `family` on `texts`, save it to `out_dir`, load it back."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
+def train_raw_tokenizer(family: str, texts: list[str], vocab_size: int) -> Tokenizer:
     builders = {"bpe": _bpe, "unigram": _unigram, "wordpiece": _wordpiece}
     if family not in builders:
         raise ValueError(f"unknown tokenizer family {family!r}; expected one of {FAMILIES}")
-    raw = builders[family](vocab_size, texts)
+    return builders[family](vocab_size, texts)
+
+
+def train_tokenizer(family: str, texts: list[str], vocab_size: int, out_dir: Path):
+    """Train a tokenizer of `family` on `texts`, save it to `out_dir`, load it back."""
+    return save_tokenizer(train_raw_tokenizer(family, texts, vocab_size), family, out_dir)
+
+
+def pinned_tokenizer_file(name: str, key: str) -> Path | None:
+    """The shipped pin for tokenizer `name` trained under `key`, if there is one."""
+    from ..specs import builtin_suite_dir
+
+    path = builtin_suite_dir() / "pinned-tokenizers" / f"{name}-{key}.json"
+    return path if path.is_file() else None
+
+
+def load_pinned_tokenizer(path: Path, family: str, out_dir: Path):
+    """Install a pinned raw tokenizer as a HF folder, exactly as training would have saved it."""
+    return save_tokenizer(Tokenizer.from_file(str(path)), family, out_dir)
+
+
+def save_tokenizer(raw: Tokenizer, family: str, out_dir: Path):
+    """Wrap `raw` as a HF fast tokenizer of `family`, save it to `out_dir`, load it back."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     specials = {k: v for k, v in _SPECIALS[family].items() if v}
     hf = PreTrainedTokenizerFast(tokenizer_object=raw, **specials)
     if family == "wordpiece":

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..data.collate import Encoded, encode_causal, encode_encoder
 from ..method import ModelDims
 from ..models.registry import resolve_folder
-from ..models.sources import load_pretrained, load_tokenizer, tokenizer_hash
+from ..models.sources import build_tokenizer_key, load_pretrained, load_tokenizer, tokenizer_hash
 from ..specs import ModelSpec, SuiteSpec, TokenizerSpec, TrackSpec, is_encoder_track
 from ..teacher.cache import TeacherCache
 from ..teacher.signals import TeacherHead
@@ -115,6 +115,10 @@ class SuiteEnvironment:
             if tokenizer_name in users:
                 texts += [_example_text(e) for e in self.splits(track)["train"]]
         return texts
+
+    def build_tokenizer_key(self, name: str) -> str:
+        """Cache and pin key of the suite's `build` tokenizer `name` (generates its corpus; trains nothing)."""
+        return build_tokenizer_key(self.suite.tokenizer(name), self._corpus(name))
 
     def tokenizer(self, model: ModelSpec):
         name = model.tokenizer if model.source == "build" else f"model:{model.name}"

@@ -43,6 +43,25 @@ def length_bucketed_batches(encoded: list, batch_size: int, steps: int, rng: ran
     return batches[:steps]
 
 
+def _fit(model, opt, batches, encoded, tokenizer, encoder: bool, train: TrainSpec, progress) -> None:
+    model.train()
+    for step, idx in enumerate(batches):
+        side = pad_side([encoded[i][0] for i in idx], tokenizer)
+        for g in opt.param_groups:
+            g["lr"] = train.lr * lr_factor(step, train.steps, 0.05, "cosine")
+        out = model(input_ids=side.input_ids, attention_mask=side.attention_mask)
+        if encoder:
+            loss = F.cross_entropy(out.logits, torch.tensor([encoded[i][1] for i in idx]))
+        else:
+            loss = causal_ce(out.logits, side.labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
+        opt.step()
+        if progress:
+            progress(1, loss.item())
+
+
 def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: bool, num_labels: int,
                   max_length: int, folder: Path, seed: int, progress=None, init_folder: Path | None = None):
     """Train on `examples` (all tracks this teacher serves) from scratch, or fine-tune the pretrained
@@ -60,22 +79,9 @@ def train_teacher(spec: ModelSpec, tokenizer, examples: list[dict], encoder: boo
         encoded = [(encode_causal(tokenizer, e["prompt"], e["response"], max_length), None) for e in examples]
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=WEIGHT_DECAY, foreach=True)
     batches = length_bucketed_batches(encoded, train.batch_size, train.steps, random.Random(seed))
-    model.train()
-    for step, idx in enumerate(batches):
-        side = pad_side([encoded[i][0] for i in idx], tokenizer)
-        for g in opt.param_groups:
-            g["lr"] = train.lr * lr_factor(step, train.steps, 0.05, "cosine")
-        out = model(input_ids=side.input_ids, attention_mask=side.attention_mask)
-        if encoder:
-            loss = F.cross_entropy(out.logits, torch.tensor([encoded[i][1] for i in idx]))
-        else:
-            loss = causal_ce(out.logits, side.labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP, foreach=True)
-        opt.step()
-        if progress:
-            progress(1, loss.item())
+    with torch.random.fork_rng(devices=[]):   # dropout masks are seeded too: a cold cache rebuilds this teacher
+        torch.manual_seed(seed)
+        _fit(model, opt, batches, encoded, tokenizer, encoder, train, progress)
     model.eval()
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
