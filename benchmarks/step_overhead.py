@@ -36,11 +36,8 @@ def main() -> None:
 
     from ctkd_bench.cli.run import parse_methods
     from ctkd_bench.defaults import cache_root
-    from ctkd_bench.models.sources import fresh_student
-    from ctkd_bench.run.cell import CellData, method_context, teacher_generations
     from ctkd_bench.run.environment import SuiteEnvironment
     from ctkd_bench.specs import resolve_suite
-    from ctkd_bench.train.budget import BudgetMeter
     from ctkd_bench.train.trainer import train
 
     suite = resolve_suite(args.suite, args.profile)
@@ -55,15 +52,7 @@ def main() -> None:
     tokens: dict[str, float] = {}   # student tokens per timed step, every view included
     for _ in range(args.rounds):
         for reg in regs:
-            method = reg.cls(reg.cls.make_config(suite.method_config(reg.name)))
-            student = fresh_student(env.student_spec, env.student_tokenizer, 0, env.encoder, env.num_labels)
-            meter = BudgetMeter()
-            ctx = method_context(env, method, 0, student, meter, cache_root() / "artifacts" / reg.name / env.teacher_key)
-            gens = teacher_generations(env, method, meter) if method.needs.generations else None
-            method.prepare(ctx)
-            extra = method.setup(ctx)
-            method.modules = extra
-            data = CellData(env, method, 0, gens)
+            student, method, extra, data, meter = setup_cell(env, suite, reg)
             batches = list(data.batches(budget.steps, budget.examples_per_step))  # collation is not timed
             tokens[reg.name] = statistics.mean(_student_tokens(b) for b, _ in batches[args.warmup:])
             stamps = []
@@ -85,6 +74,25 @@ def main() -> None:
         per_tok = (f"{statistics.median(samples) / tokens[name] / (base / tokens['sft']):10.2f}"
                    if base and tokens.get(name) and tokens.get("sft") else "         -")
         print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok}")
+
+
+def setup_cell(env, suite, reg, seed: int = 0):
+    """One method cell made ready to train, as `run_cell` does (also used by benchmarks/paper_scale.py):
+    returns (student, method, extra modules, CellData, meter)."""
+    from ctkd_bench.defaults import cache_root
+    from ctkd_bench.models.sources import fresh_student
+    from ctkd_bench.run.cell import CellData, method_context, teacher_generations
+    from ctkd_bench.train.budget import BudgetMeter
+
+    method = reg.cls(reg.cls.make_config(suite.method_config(reg.name)))
+    student = fresh_student(env.student_spec, env.student_tokenizer, seed, env.encoder, env.num_labels)
+    meter = BudgetMeter()
+    ctx = method_context(env, method, seed, student, meter, cache_root() / "artifacts" / reg.name / env.teacher_key)
+    gens = teacher_generations(env, method, meter) if method.needs.generations else None
+    method.prepare(ctx)
+    extra = method.setup(ctx)
+    method.modules = extra
+    return student, method, extra, CellData(env, method, seed, gens), meter
 
 
 def _student_tokens(batch) -> int:
