@@ -50,10 +50,28 @@ def topk_ids(z: torch.Tensor, k: int) -> torch.Tensor:
 UNIT = 2.0 ** -24             # float32 unit roundoff
 
 
+CHUNK_BYTES = 4 << 20          # row-wise work in pieces of about this many bytes of float64
+
+
+def _rows_per_chunk(width: int) -> int:
+    """Rows per piece of row-wise work: its float64 temporaries stay in cache-sized blocks.
+
+    Whole-batch temporaries at the papers' vocabularies ([1024 x 151k] float64 is 1.2 GB) are
+    fresh memory the kernel must fault in on every step; in pieces of a few MB the same
+    row-wise operations give the same bits several times faster (tested bit for bit).
+    """
+    return max(1, CHUNK_BYTES // (8 * max(1, width)))
+
+
 def _row_entropy64(rows: torch.Tensor) -> torch.Tensor:
-    """The official float64 entropy with the 1e-10 floor (``cdm.row_entropy``)."""
-    probs = torch.softmax(rows.detach().double(), dim=-1) + 1e-10
-    return -(probs * probs.log()).sum(-1)
+    """The official float64 entropy with the 1e-10 floor (``cdm.row_entropy``), for [N, V] rows."""
+    rows = rows.detach()
+    out = torch.empty(rows.shape[:-1], dtype=torch.float64, device=rows.device)
+    step = _rows_per_chunk(rows.shape[-1])
+    for i in range(0, rows.shape[0], step):
+        probs = torch.softmax(rows[i:i + step].double(), dim=-1).add_(1e-10)
+        out[i:i + step] = -(probs * probs.log()).sum(-1)
+    return out
 
 
 def screened_entropy(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,12 +86,19 @@ def screened_entropy(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
       each product e * d by u more; propagated through H that is at most
       u * (E[d^2] + D (4 + D) + 3 + 5 D) <= u * (d_max D + D^2 + 9 D + 3); taken 4 times over.
     """
-    c = cells.detach().float()
-    d = c - c.amax(-1, keepdim=True)
-    d_max = -d.amin(-1).double()
-    e = d.exp()
-    total = e.sum(-1, dtype=torch.float64)
-    spread = -e.mul_(d).sum(-1, dtype=torch.float64) / total                # D = sum p |d|
+    rows = cells.detach().reshape(-1, cells.shape[-1])
+    d_max = torch.empty(rows.shape[0], dtype=torch.float64, device=rows.device)
+    total, weighted = torch.empty_like(d_max), torch.empty_like(d_max)
+    step = _rows_per_chunk(rows.shape[-1])
+    for i in range(0, rows.shape[0], step):          # row-wise: the same bits as one whole-batch pass
+        c = rows[i:i + step].float()
+        d = c - c.amax(-1, keepdim=True)
+        d_max[i:i + step] = -d.amin(-1).double()
+        e = d.exp()
+        total[i:i + step] = e.sum(-1, dtype=torch.float64)
+        weighted[i:i + step] = e.mul_(d).sum(-1, dtype=torch.float64)
+    spread = (-weighted / total).view(cells.shape[:-1])                     # D = sum p |d|
+    d_max, total = d_max.view(cells.shape[:-1]), total.view(cells.shape[:-1])
     bound = 4 * UNIT * (d_max * spread + spread * spread + 9 * spread + 3) + 2.31e-9 * cells.shape[-1] + 1e-9
     return total.log() + spread, bound
 

@@ -46,6 +46,20 @@ def test_screened_entropy_bound_and_weights_equal_the_float64_ones(scale):
     assert torch.equal(got, batch_entropy_weights(cells[real], real))
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 8 * 300 * 7, 1 << 40])    # one row, 7 rows, everything
+def test_entropies_in_row_pieces_are_bit_identical(monkeypatch, chunk_bytes):
+    from ctkd_methods import _cdm_steps
+    from ctkd_methods.cdm import row_entropy
+
+    g = torch.Generator().manual_seed(3)
+    cells = torch.randn(5, 9, 300, generator=g) * 3
+    whole_estimate, whole_bound = screened_entropy(cells)        # default pieces
+    monkeypatch.setattr(_cdm_steps, "CHUNK_BYTES", chunk_bytes)
+    estimate, bound = screened_entropy(cells)
+    assert torch.equal(estimate, whole_estimate) and torch.equal(bound, whole_bound)
+    assert torch.equal(_row_entropy64(cells.flatten(0, 1)), row_entropy(cells.flatten(0, 1)))
+
+
 def test_screened_weights_near_the_weight_boundaries():
     # entropies spread over a range 1e-4 wide: many rows sit within the error bound of a boundary
     g = torch.Generator().manual_seed(2)
