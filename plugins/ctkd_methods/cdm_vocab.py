@@ -63,27 +63,39 @@ def near_candidates(src: list[str], tgt: list[str], src_ids: list[int], threshol
     for i in src_ids:
         by_len.setdefault(len(src[i]), []).append(i)
     lists: dict[int, list[int]] = {}
-    for la, rows in by_len.items():
+    for la, all_rows in by_len.items():
         # ED >= |la - lb|, so only lengths with |la - lb| < threshold * (la + lb) can qualify
         ok = (np.abs(t_len - la) < threshold * (t_len + la)) | ((t_len == 0) & (la == 0))
         cols = np.nonzero(ok)[0]
-        dist = np.full((len(rows), len(cols)), np.inf)
-        if len(cols):
-            ed = pairwise_edit_distance([src[i] for i in rows], [tgt[j] for j in cols])
-            total = t_len[cols][None, :] + la
-            dist = np.where(total > 0, ed / np.maximum(total, 1), 0.0)
-        for r, i in enumerate(rows):
-            d = dist[r].copy()
-            if src[i] in specials:
-                d[[c for c, j in enumerate(cols) if tgt[j] in specials]] = 0.0
-            hit = np.nonzero(d < threshold)[0]
-            order = np.lexsort((cols[hit], d[hit]))[:cap]
-            lists[i] = cols[hit][order].tolist()
+        # in blocks of rows: a length class of a 262k vocabulary against a 49k one would be a
+        # [30k x 49k] float64 table (12 GB); each row's list depends on its own row only
+        block = max(1, NEAR_BLOCK_CELLS // max(1, len(cols)))
+        for start in range(0, len(all_rows), block):
+            _near_lists(src, tgt, all_rows[start:start + block], cols, t_len, la, threshold, specials, cap, lists)
     width = max([len(v) for v in lists.values()] + [1])
     out = torch.full((len(src), width), -1, dtype=torch.long)
     for i, ids in lists.items():
         out[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
+
+
+NEAR_BLOCK_CELLS = 1 << 24        # source x target pairs per block of `near_candidates` (128 MB float64)
+
+
+def _near_lists(src, tgt, rows, cols, t_len, la, threshold, specials, cap, lists) -> None:
+    """`near_candidates`' lists for source ids ``rows`` (all of length ``la``) against ``cols``."""
+    dist = np.full((len(rows), len(cols)), np.inf)
+    if len(cols):
+        ed = pairwise_edit_distance([src[i] for i in rows], [tgt[j] for j in cols])
+        total = t_len[cols][None, :] + la
+        dist = np.where(total > 0, ed / np.maximum(total, 1), 0.0)
+    for r, i in enumerate(rows):
+        d = dist[r].copy()
+        if src[i] in specials:
+            d[[c for c, j in enumerate(cols) if tgt[j] in specials]] = 0.0
+        hit = np.nonzero(d < threshold)[0]
+        order = np.lexsort((cols[hit], d[hit]))[:cap]
+        lists[i] = cols[hit][order].tolist()
 
 
 def dynamic_map(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,

@@ -290,3 +290,16 @@ def test_method_loss_and_gradient_equal_the_per_row_reference(prepared, flags):
     want_grad, = torch.autograd.grad(0.5 * kd, ref_logits)
     assert out["kd"].item() == pytest.approx(kd.item(), rel=1e-5, abs=1e-7)
     assert torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_near_candidates_in_row_blocks_equal_one_block(monkeypatch):
+    # blocks bound the memory of a length class (a 262k vocabulary's class against a 49k one);
+    # each source id's list must not depend on which block it was in
+    rng = random.Random(7)
+    words = ["".join(rng.choice("abcde") for _ in range(rng.randint(1, 5))) for _ in range(120)]
+    src, tgt = words[:60], words[60:]
+    ids = list(range(60))
+    whole = cdm_vocab.near_candidates(src, tgt, ids, 0.4)
+    monkeypatch.setattr(cdm_vocab, "NEAR_BLOCK_CELLS", 7)       # a block of one row
+    assert torch.equal(cdm_vocab.near_candidates(src, tgt, ids, 0.4), whole)
+    assert (whole[:, 0] >= 0).any() and (whole >= 0).sum() > 60
