@@ -39,7 +39,7 @@ def main() -> None:
         if spec.source != "build":
             continue
         key = env.build_tokenizer_key(spec.name)
-        load_tokenizer(spec, cache, lambda: env._corpus(spec.name))   # from the cache, a pin, or trained
+        load_tokenizer(spec, cache, lambda: env.tokenizer_corpus(spec.name))   # from the cache, a pin, or trained
         target = out / f"{spec.name}-{key}.json"
         shutil.copyfile(cache / "tokenizers" / f"{spec.name}-{key}" / "tokenizer.json", target)
         print(f"{spec.name} ({spec.family}, {spec.vocab_size}): {target}")

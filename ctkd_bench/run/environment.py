@@ -107,7 +107,8 @@ class SuiteEnvironment:
             self._splits[track.name] = {k: [dict(r) for r in v] for k, v in raw.items()}
         return self._splits[track.name]
 
-    def _corpus(self, tokenizer_name: str) -> list[str]:
+    def tokenizer_corpus(self, tokenizer_name: str) -> list[str]:
+        """Training text of the `build` tokenizer `tokenizer_name`: the train splits of every track it serves."""
         texts = []
         for track in self.suite.tracks:
             pair = self.suite.pair(track.pair)
@@ -118,7 +119,7 @@ class SuiteEnvironment:
 
     def build_tokenizer_key(self, name: str) -> str:
         """Cache and pin key of the suite's `build` tokenizer `name` (generates its corpus; trains nothing)."""
-        return build_tokenizer_key(self.suite.tokenizer(name), self._corpus(name))
+        return build_tokenizer_key(self.suite.tokenizer(name), self.tokenizer_corpus(name))
 
     def tokenizer(self, model: ModelSpec):
         name = model.tokenizer if model.source == "build" else f"model:{model.name}"
@@ -127,7 +128,7 @@ class SuiteEnvironment:
                 spec = self.suite.tokenizer(model.tokenizer)
             else:  # a pretrained model brings its own tokenizer
                 spec = TokenizerSpec(name=model.name, source="local", path=str(self.model_folder(model)))
-            self._tokenizers[name] = load_tokenizer(spec, self.cache_root, lambda: self._corpus(spec.name))
+            self._tokenizers[name] = load_tokenizer(spec, self.cache_root, lambda: self.tokenizer_corpus(spec.name))
         return self._tokenizers[name]
 
     def model_folder(self, spec: ModelSpec) -> Path:

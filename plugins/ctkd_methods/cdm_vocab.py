@@ -71,7 +71,8 @@ def near_candidates(src: list[str], tgt: list[str], src_ids: list[int], threshol
         # [30k x 49k] float64 table (12 GB); each row's list depends on its own row only
         block = max(1, NEAR_BLOCK_CELLS // max(1, len(cols)))
         for start in range(0, len(all_rows), block):
-            _near_lists(src, tgt, all_rows[start:start + block], cols, t_len, la, threshold, specials, cap, lists)
+            lists.update(_near_lists(src, tgt, all_rows[start:start + block], cols, t_len, la, threshold,
+                                     specials, cap))
     width = max([len(v) for v in lists.values()] + [1])
     out = torch.full((len(src), width), -1, dtype=torch.long)
     for i, ids in lists.items():
@@ -82,8 +83,9 @@ def near_candidates(src: list[str], tgt: list[str], src_ids: list[int], threshol
 NEAR_BLOCK_CELLS = 1 << 24        # source x target pairs per block of `near_candidates` (128 MB float64)
 
 
-def _near_lists(src, tgt, rows, cols, t_len, la, threshold, specials, cap, lists) -> None:
+def _near_lists(src, tgt, rows, cols, t_len, la, threshold, specials, cap) -> dict[int, list[int]]:
     """`near_candidates`' lists for source ids ``rows`` (all of length ``la``) against ``cols``."""
+    lists = {}
     dist = np.full((len(rows), len(cols)), np.inf)
     if len(cols):
         ed = pairwise_edit_distance([src[i] for i in rows], [tgt[j] for j in cols])
@@ -96,6 +98,7 @@ def _near_lists(src, tgt, rows, cols, t_len, la, threshold, specials, cap, lists
         hit = np.nonzero(d < threshold)[0]
         order = np.lexsort((cols[hit], d[hit]))[:cap]
         lists[i] = cols[hit][order].tolist()
+    return lists
 
 
 def dynamic_map(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,

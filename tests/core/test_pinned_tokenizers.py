@@ -31,11 +31,11 @@ def test_cold_cache_installs_the_pin_byte_for_byte(tmp_path):
     env = SuiteEnvironment(suite, tmp_path)
     for spec in suite.tokenizers:
         key = env.build_tokenizer_key(spec.name)
-        tok = load_tokenizer(spec, tmp_path, lambda: env._corpus(spec.name))
+        tok = load_tokenizer(spec, tmp_path, lambda: env.tokenizer_corpus(spec.name))
         written = tmp_path / "tokenizers" / f"{spec.name}-{key}" / "tokenizer.json"
         assert written.read_bytes() == (PINS / f"{spec.name}-{key}.json").read_bytes()
         assert len(tok) == len(tok.get_vocab()) and tok.pad_token is not None
-        again = load_tokenizer(spec, tmp_path / "second", lambda: env._corpus(spec.name))
+        again = load_tokenizer(spec, tmp_path / "second", lambda: env.tokenizer_corpus(spec.name))
         assert tokenizer_hash(again) == tokenizer_hash(tok)
 
 
@@ -43,7 +43,7 @@ def test_unpinned_spec_is_trained(tmp_path, monkeypatch):
     suite = resolve_suite("tiny", "test")
     spec = dataclasses.replace(suite.tokenizer("unigram-800"), vocab_size=333)   # no pin for this key
     env = SuiteEnvironment(suite, tmp_path)
-    texts = env._corpus("unigram-800")
+    texts = env.tokenizer_corpus("unigram-800")
     calls = []
     real = sources.train_tokenizer
     monkeypatch.setattr(sources, "train_tokenizer", lambda *a: calls.append(a[:1]) or real(*a))
