@@ -3,6 +3,7 @@
     python benchmarks/step_overhead.py                       # tiny suite, all methods, causal track 'math'
     python benchmarks/step_overhead.py --track embed --steps 20
     python benchmarks/step_overhead.py --profile test --methods sft,uld
+    OMP_NUM_THREADS=1 python benchmarks/step_overhead.py --clock cpu  # while something else runs
 
 Each method trains `--steps` steps (after `--warmup` untimed steps, by default one epoch) on the same
 cached teacher signals; rounds alternate between methods so machine noise hits
@@ -32,7 +33,11 @@ def main() -> None:
                         help="untimed steps first (default: one epoch of the track's training data, so "
                              "per-example memos are warm, as they are for most steps of a real cell)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU seconds (all its threads), which other load on "
+                             "the machine disturbs far less than wall time")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     from ctkd_bench.cli.run import parse_methods
     from ctkd_bench.defaults import cache_root
@@ -57,14 +62,14 @@ def main() -> None:
             tokens[reg.name] = statistics.mean(_student_tokens(b) for b, _ in batches[args.warmup:])
             stamps = []
             train(student, method, iter(batches), budget, meter, vocab, extra,
-                  progress=lambda step, terms: stamps.append(time.perf_counter()))
+                  progress=lambda step, terms: stamps.append(clock()))
             timed = stamps[args.warmup:]
             times[reg.name].append((timed[-1] - stamps[args.warmup - 1]) / len(timed) if args.warmup else
                                    (timed[-1] - timed[0]) / max(1, len(timed) - 1))
     base = statistics.median(times["sft"]) if "sft" in times else None
     print(f"suite {suite.name}{'/' + suite.profile if suite.profile else ''} track {args.track}: "
           f"{budget.examples_per_step} examples/step, max length {budget.max_length}, torch threads "
-          f"{__import__('torch').get_num_threads()}")
+          f"{__import__('torch').get_num_threads()}, {args.clock} clock")
     # per token: (time / student tokens) relative to SFT's, i.e. the cost not explained by a method
     # training the student on more tokens per step (e.g. CoT2Align's extra CoT view)
     print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10}")

@@ -10,7 +10,8 @@ from ctkd_bench.align.editdist import edit_distance
 from ctkd_bench.plugins import get_plugin_manager
 from ctkd_bench.toy import toy_batch, toy_context, toy_forward, toy_pair
 from ctkd_methods import cdm_vocab
-from ctkd_methods.cdm import CDM, alignment_matrices, cdm_distance, cdm_kd_loss, entropy_weights
+from ctkd_methods.cdm import (CDM, alignment_matrices, batch_entropy_weights, cdm_distance, cdm_kd_loss,
+                              entropy_weights)
 
 import test_cdm_hot_path as hot_path     # same folder: the per-step KD reference
 
@@ -303,3 +304,23 @@ def test_near_candidates_in_row_blocks_equal_one_block(monkeypatch):
     monkeypatch.setattr(cdm_vocab, "NEAR_BLOCK_CELLS", 7)       # a block of one row
     assert torch.equal(cdm_vocab.near_candidates(src, tgt, ids, 0.4), whole)
     assert (whole[:, 0] >= 0).any() and (whole >= 0).sum() > 60
+
+
+def test_memoised_teacher_weights_equal_fresh_ones(prepared):
+    pair, method = prepared
+    batch = toy_batch(pair, n=4)
+    with torch.no_grad():
+        student, teacher = toy_forward(pair, method, batch)
+    cells, _, real, sizes = CDM.content_cells(batch.teacher.labels, teacher.logits, 0)
+    fresh = CDM()
+    first = fresh.teacher_weights(batch.ids, cells, real, sizes)            # computed, then stored
+    assert set(fresh._teacher_w) == set(batch.ids)
+    again = fresh.teacher_weights(batch.ids, cells * 0, real, sizes)        # served from the memo
+    assert np.array_equal(first, again)
+    assert np.array_equal(first, batch_entropy_weights(cells[real], real).numpy())
+    shorter = real.clone()
+    shorter[0, int(sizes[0]) - 1] = False                                   # a length change recomputes
+    sizes2 = sizes.clone()
+    sizes2[0] -= 1
+    recomputed = fresh.teacher_weights(batch.ids, cells, shorter, sizes2)
+    assert np.array_equal(recomputed, batch_entropy_weights(cells[shorter], shorter).numpy())

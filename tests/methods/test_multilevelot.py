@@ -235,3 +235,28 @@ def test_memoised_teacher_columns_give_the_same_loss_and_follow_label_changes():
     changed = dataclasses.replace(batch, teacher=dataclasses.replace(batch.teacher, labels=labels))
     want = MultiLevelOT(MultiLevelOT.make_config({"fix_double_softmax": True})).loss(changed, student, teacher)
     assert memo.loss(changed, student, teacher)["loss"].item() == want["loss"].item()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_kept_columns_are_torch_topk_values(tied):
+    """The numpy top-k (``_topk``) keeps torch.topk's sorted values; without ties, its gradient too
+    (tied values may sit in the other order, which is an equally valid sort)."""
+    from ctkd_methods.multilevelot import answer_columns
+    torch.manual_seed(3)
+    logits = torch.randn(2, 9, 40) * 2
+    logits = (logits.round() if tied else logits).requires_grad_(True)  # rounded: ties at the k-th value
+    labels = torch.full((2, 9), -100)
+    labels[:, 3:] = 1
+    kept = answer_columns(logits, labels, 0, 1.0, 7, "v1", keep_logits=True)
+    selected = labels.roll(-1, 1) != -100
+    selected[:, -1] = False
+    z = logits[selected] / (logits[selected].std(-1, keepdim=True) + 1e-4)
+    want = torch.softmax(z, -1).topk(7, dim=-1)
+    assert torch.equal(kept.probs, want.values)
+    if tied:
+        return
+    assert torch.equal(kept.logits, z.gather(-1, want.indices))
+    weights = torch.randn(kept.probs.shape)
+    g_kept, = torch.autograd.grad((kept.probs * weights).sum(), logits)
+    g_want, = torch.autograd.grad((want.values * weights).sum(), logits)
+    torch.testing.assert_close(g_kept, g_want, rtol=0, atol=0)
