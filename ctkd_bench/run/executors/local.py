@@ -12,12 +12,15 @@ from ...specs import SuiteSpec
 from .base import CellTask, Executor, RunOptions, failed_summary, run_cell_job
 
 
-def _pin_device(devices) -> None:
-    """Worker initializer: claim one GPU before torch initialises CUDA in this process."""
+def _start_worker(devices, workers: int) -> None:
+    """Worker initializer: claim one GPU before torch initialises CUDA in this process; on CPU,
+    cap the worker's memory at its share, so one cell outgrowing it fails alone (run/memory.py)."""
     try:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get_nowait())
     except Exception:  # more workers than GPUs (or none): share what is visible
         pass
+    from ..memory import limit_memory
+    limit_memory(workers)
 
 
 def _gpu_count() -> int:
@@ -41,8 +44,8 @@ class LocalExecutor(Executor):
         devices = ctx.Queue()
         for i in range(int(self.opts.get("gpus", _gpu_count()))):
             devices.put(i)
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_pin_device,
-                                 initargs=(devices,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_start_worker,
+                                 initargs=(devices, self.workers)) as pool:
             futures = {pool.submit(run_cell_job, suite, str(run_dir), t.track, t.method, t.seed, options): t
                        for t in tasks}
             for future in as_completed(futures):
