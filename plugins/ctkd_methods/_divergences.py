@@ -130,6 +130,9 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     divided by ``temperature``; teacher logits by ``temperature * teacher_temperature``.
     """
     key = canonical_objective(objective)
+    if (key == "fkl" and 4 * student_logits.numel() > PIECES_FROM_BYTES
+            and not (torch.is_grad_enabled() and teacher_logits.requires_grad)):
+        return _RowPieceForwardKL.apply(student_logits, teacher_logits, temperature, teacher_temperature)
     lp_s = torch.log_softmax(_divided(student_logits.float(), temperature), dim=-1)
     lp_t = torch.log_softmax(_divided(_divided(teacher_logits.float(), temperature), teacher_temperature), dim=-1)
     if key == "fkl":
@@ -143,3 +146,59 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     if key == "srkl":
         return _srkl(lp_s, lp_t, skew_lambda)
     return _akl(lp_s, lp_t, akl_alpha)
+
+
+PIECE_BYTES = 4 << 20          # float32 bytes of one piece of rows
+PIECES_FROM_BYTES = 32 << 20   # smaller inputs take the plain form: no page-fault cost to save,
+                               # and the backward's recomputation would cost more (tiny: +7% DSKD step)
+
+
+def _piece_rows(width: int) -> int:
+    return max(1, PIECE_BYTES // (4 * max(1, width)))
+
+
+class _RowPieceForwardKL(torch.autograd.Function):
+    """`_fkl` of ``token_divergence`` (a constant teacher) over pieces of rows of a few MB,
+    for inputs over ``PIECES_FROM_BYTES``.
+
+    Whole-batch [tokens x vocabulary] temporaries (at 4 x 256 tokens and Qwen's 151k entries,
+    0.6 GB each, about seven per call) are fresh memory the kernel faults in on every step.
+    Row by row the same operations give the same values; the backward recomputes each piece's
+    log-softmaxes instead of keeping them, and applies exactly the steps autograd composes for
+    the plain form (``d lp_s = -p_t g``; log-softmax: ``dz = d - exp(lp_s) * sum(d)``; the
+    division by T). Tested equal to the plain form, values and gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, temperature: float, teacher_temperature: float):
+        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        out = torch.empty(z_s.shape[0], dtype=torch.float32, device=z_s.device)
+        step = _piece_rows(z_s.shape[-1])
+        for i in range(0, z_s.shape[0], step):
+            lp_s, lp_t = _piece_log_probs(z_s[i:i + step], z_t[i:i + step], temperature, teacher_temperature)
+            out[i:i + step] = _fkl(lp_s, lp_t)
+        ctx.save_for_backward(student_logits, teacher_logits)
+        ctx.temperatures = (temperature, teacher_temperature)
+        return out.view(student_logits.shape[:-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        student_logits, teacher_logits = ctx.saved_tensors
+        temperature, teacher_temperature = ctx.temperatures
+        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        g = grad_out.reshape(-1, 1).float()
+        grad = torch.empty(z_s.shape, dtype=torch.float32, device=z_s.device)
+        step = _piece_rows(z_s.shape[-1])
+        for i in range(0, z_s.shape[0], step):
+            lp_s, lp_t = _piece_log_probs(z_s[i:i + step], z_t[i:i + step], temperature, teacher_temperature)
+            d = lp_t.exp().mul_(g[i:i + step]).neg_()               # d/d lp_s of sum p_t (lp_t - lp_s)
+            d.sub_(lp_s.exp_().mul_(d.sum(-1, keepdim=True)))     # through the log-softmax
+            grad[i:i + step] = _divided(d, temperature)
+        return grad.view(student_logits.shape).to(student_logits.dtype), None, None, None
+
+
+def _piece_log_probs(z_s, z_t, temperature: float, teacher_temperature: float):
+    """The log-softmaxes of `token_divergence`, for one piece of rows (the same divisions)."""
+    return (torch.log_softmax(_divided(z_s.float(), temperature), dim=-1),
+            torch.log_softmax(_divided(_divided(z_t.float(), temperature), teacher_temperature), dim=-1))
