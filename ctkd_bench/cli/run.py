@@ -8,6 +8,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -118,12 +119,12 @@ def command(suite, methods, seeds, profile, out, retry_failed, make_report, exec
         busy = busy_machine_note()
         if busy:
             click.echo(busy)
-    from ..run.memory import limit_memory
+    from ..run.memory import limited_memory
     from ..run.runner import Runner
-    if runs_on.in_process:
-        limit_memory()  # a cell that outgrows the machine fails alone instead of being OOM-killed with the run
     runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo, executor=runs_on)
-    runner.run()
+    # in-process cells: one that outgrows the machine fails alone instead of the OOM killer ending the run
+    with limited_memory() if runs_on.in_process else contextlib.nullcontext():
+        runner.run()
     if os.environ.get("RANK", "0") != "0":  # a launched non-main process: rank 0 reports
         return
     if make_report:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+from contextlib import contextmanager
 
 GB = 1 << 30
 
@@ -56,3 +57,15 @@ def _cuda_in_use() -> bool:
         return torch.cuda.is_available()
     except Exception:  # torch missing or broken: no CUDA to protect
         return False
+
+
+@contextmanager
+def limited_memory(workers: int = 1, environ=os.environ):
+    """`limit_memory` for the duration of a block, then the previous limit again (so that an
+    in-process caller, e.g. a test running the CLI, and its later children are not left capped)."""
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    limit_memory(workers, environ)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)

@@ -52,3 +52,21 @@ def test_machine_memory_is_ram_plus_swap(tmp_path):
     assert machine_memory_bytes(str(info)) == 25000000 * 1024
     assert machine_memory_bytes(str(tmp_path / "missing")) is None
     assert GB == 2**30
+
+
+def test_the_cli_restores_the_previous_limit(tmp_path, monkeypatch):
+    """`ctkd-bench run` in a process that goes on (tests, notebooks) leaves no limit behind for
+    its later children (a browser, say, reserves far more address space than it uses)."""
+    import resource
+
+    from click.testing import CliRunner
+
+    from ctkd_bench.cli.run import command
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    seen = []
+    monkeypatch.setattr("ctkd_bench.run.runner.Runner.run", lambda self: seen.append(resource.getrlimit(resource.RLIMIT_AS)))
+    result = CliRunner().invoke(command, ["tiny", "--profile", "test", "--methods", "sft", "--out",
+                                          str(tmp_path / "run"), "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert seen and seen[0][0] != before[0]          # capped while the cells ran
+    assert resource.getrlimit(resource.RLIMIT_AS) == before

@@ -1,6 +1,7 @@
 """End to end: `ctkd-bench run tiny --profile test` trains, evaluates, records, resumes and reports."""
 import json
 import os
+import traceback
 from dataclasses import dataclass
 
 import pandas as pd
@@ -48,7 +49,7 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "tiny-test"
     result = CliRunner().invoke(cli, ["run", "tiny", "--profile", "test", "--methods", "sft,uld",
                                       "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.output + "".join(traceback.format_exception(*result.exc_info))
     return out, result.output
 
 
