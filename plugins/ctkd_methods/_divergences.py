@@ -171,7 +171,7 @@ class _RowPieceForwardKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, temperature: float, teacher_temperature: float):
-        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        z_s, z_t = _rows(student_logits), _rows(teacher_logits)
         out = torch.empty(z_s.shape[0], dtype=torch.float32, device=z_s.device)
         step = _piece_rows(z_s.shape[-1])
         for i in range(0, z_s.shape[0], step):
@@ -186,7 +186,7 @@ class _RowPieceForwardKL(torch.autograd.Function):
     def backward(ctx, grad_out):
         student_logits, teacher_logits = ctx.saved_tensors
         temperature, teacher_temperature = ctx.temperatures
-        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        z_s, z_t = _rows(student_logits), _rows(teacher_logits)
         g = grad_out.reshape(-1, 1).float()
         grad = torch.empty(z_s.shape, dtype=torch.float32, device=z_s.device)
         step = _piece_rows(z_s.shape[-1])
@@ -196,6 +196,10 @@ class _RowPieceForwardKL(torch.autograd.Function):
             d.sub_(lp_s.exp_().mul_(d.sum(-1, keepdim=True)))     # through the log-softmax
             grad[i:i + step] = _divided(d, temperature)
         return grad.view(student_logits.shape).to(student_logits.dtype), None, None, None
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
 
 
 def _piece_log_probs(z_s, z_t, temperature: float, teacher_temperature: float):

@@ -113,7 +113,8 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
     """Std-normalise, softmax and keep k columns of one side's answer rows.
 
     v1/v2: the k largest probabilities of each row (the per-position descending sort, then the
-    first k columns; ids from `_topk.topk_ids`, the same sorted values as ``torch.topk``); head: the k columns with the most total probability over the batch.
+    first k columns; ids from `_topk.topk_ids`, the same sorted values as ``torch.topk``);
+    head: the k columns with the most total probability over the batch.
     Only the real answer rows are computed; the official zero rows past each answer are added
     by `AnswerColumns.laid_out` (their softmax is masked to 0, so their kept values are 0).
     """
@@ -126,7 +127,7 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
     if version == "head":
         cols = probs.detach().sum(dim=0).topk(kk).indices
         return AnswerColumns(probs[:, cols], z[:, cols] if keep_logits else None, sizes)
-    ids = topk_ids(probs, kk) if kk < probs.shape[-1] else probs.topk(kk, dim=-1).indices
+    ids = topk_ids(probs, kk)
     return AnswerColumns(probs.gather(-1, ids), z.gather(-1, ids) if keep_logits else None, sizes)
 
 

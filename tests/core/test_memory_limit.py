@@ -64,7 +64,8 @@ def test_the_cli_restores_the_previous_limit(tmp_path, monkeypatch):
     from ctkd_bench.cli.run import command
     before = resource.getrlimit(resource.RLIMIT_AS)
     seen = []
-    monkeypatch.setattr("ctkd_bench.run.runner.Runner.run", lambda self: seen.append(resource.getrlimit(resource.RLIMIT_AS)))
+    monkeypatch.setattr("ctkd_bench.run.runner.Runner.run",
+                        lambda self: seen.append(resource.getrlimit(resource.RLIMIT_AS)))
     result = CliRunner().invoke(command, ["tiny", "--profile", "test", "--methods", "sft", "--out",
                                           str(tmp_path / "run"), "--no-report"])
     assert result.exit_code == 0, result.output
