@@ -3,7 +3,6 @@
 Each function returns what its straightforward counterpart in ``ctkd_methods.cdm`` returns
 (tested against it); they only do less work per training step:
 
-- `topk_ids` (``_topk``, shared with MultiLevelOT): ``torch.topk``'s id set, found faster.
 - `screened_entropy_weights`: the weights are integers in {3, 4, 5} from min-max normalised
   float64 entropies with a 1e-10 floor inside the log, which costs a float64 log per vocabulary
   entry. An estimate with float32 exponentials and one log per row comes with a per-row error
@@ -17,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from ._topk import topk_ids  # noqa: F401  (re-exported: part of the hot path)
 
 
 UNIT = 2.0 ** -24             # float32 unit roundoff

@@ -75,7 +75,8 @@ from ctkd_bench.align.dtw import dtw
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
-from ctkd_methods._cdm_steps import merge_batch, screened_entropy_weights, topk_ids
+from ctkd_methods._cdm_steps import merge_batch, screened_entropy_weights
+from ctkd_methods._topk import topk_ids
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ctkd_bench.run.memory import GB, limit_memory, machine_memory_bytes
+from ctkd_bench.run.memory import limit_memory, machine_memory_bytes
 
 GROW = textwrap.dedent("""
     import json, os, sys
@@ -51,7 +51,6 @@ def test_machine_memory_is_ram_plus_swap(tmp_path):
     info.write_text("MemTotal:       24000000 kB\nMemFree:  1 kB\nSwapTotal:       1000000 kB\n")
     assert machine_memory_bytes(str(info)) == 25000000 * 1024
     assert machine_memory_bytes(str(tmp_path / "missing")) is None
-    assert GB == 2**30
 
 
 def test_the_cli_restores_the_previous_limit(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import torch
 
 from ctkd_bench.align.dtw import dtw
 from ctkd_methods import cdm_vocab
-from ctkd_methods._cdm_steps import _row_entropy64, merge_batch, screened_entropy, screened_entropy_weights, topk_ids
+from ctkd_methods._cdm_steps import _row_entropy64, merge_batch, screened_entropy, screened_entropy_weights
+from ctkd_methods._topk import topk_ids
 from ctkd_methods.cdm import batch_entropy_weights, cdm_kd_loss, merge_matrices, weights_from_entropy
 
 SWITCHES = ("fix_swapped_roles", "fix_candidate_filter", "fix_mask_leak", "fix_distance")
