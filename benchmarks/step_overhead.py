@@ -6,8 +6,12 @@
     OMP_NUM_THREADS=1 python benchmarks/step_overhead.py --clock cpu  # while something else runs
 
 Each method trains `--steps` steps (after `--warmup` untimed steps, by default one epoch) on the same
-cached teacher signals; rounds alternate between methods so machine noise hits
-all of them alike. Prints ms/step, the ratio to SFT (target: <= 1.5x), student tokens per step
+cached teacher signals. The methods take single steps in turn (SFT, ALM, ..., SFT, ALM, ...), so a
+slowdown of the machine hits all of them alike, and each method's figure is the median of its
+single steps over all rounds (each round starts every method afresh).
+Batches are collated before the clock starts, so the step is forward + loss + backward + optimizer;
+collation, teacher-signal lookup included, is not in it (on tiny `math`, 2 threads: about 1.6 ms
+per step for SFT and 4-5 ms for a method reading teacher logits). Prints ms/step, the ratio to SFT (target: <= 1.5x), student tokens per step
 (every view included) and the ratio per student token (how much of the cost is not explained by
 the student simply running more tokens, e.g. CoT2Align's second, CoT format of every example).
 """
@@ -43,8 +47,6 @@ def main() -> None:
     from ctkd_bench.defaults import cache_root
     from ctkd_bench.run.environment import SuiteEnvironment
     from ctkd_bench.specs import resolve_suite
-    from ctkd_bench.train.trainer import train
-
     suite = resolve_suite(args.suite, args.profile)
     env = SuiteEnvironment(suite, cache_root()).track(args.track)
     regs = [r for r in parse_methods(args.methods) if env.track.task in r.cls.tracks]
@@ -56,16 +58,14 @@ def main() -> None:
     times: dict[str, list[float]] = {r.name: [] for r in regs}
     tokens: dict[str, float] = {}   # student tokens per timed step, every view included
     for _ in range(args.rounds):
+        cells = {}
         for reg in regs:
             student, method, extra, data, meter = setup_cell(env, suite, reg)
             batches = list(data.batches(budget.steps, budget.examples_per_step))  # collation is not timed
             tokens[reg.name] = statistics.mean(_student_tokens(b) for b, _ in batches[args.warmup:])
-            stamps = []
-            train(student, method, iter(batches), budget, meter, vocab, extra,
-                  progress=lambda step, terms: stamps.append(clock()))
-            timed = stamps[args.warmup:]
-            times[reg.name].append((timed[-1] - stamps[args.warmup - 1]) / len(timed) if args.warmup else
-                                   (timed[-1] - timed[0]) / max(1, len(timed) - 1))
+            cells[reg.name] = (student, method, extra, batches, meter)
+        for name, steps in interleaved_steps(cells, budget, vocab, clock).items():
+            times[name].extend(steps[args.warmup:])
     base = statistics.median(times["sft"]) if "sft" in times else None
     print(f"suite {suite.name}{'/' + suite.profile if suite.profile else ''} track {args.track}: "
           f"{budget.examples_per_step} examples/step, max length {budget.max_length}, torch threads "
@@ -79,6 +79,24 @@ def main() -> None:
         per_tok = (f"{statistics.median(samples) / tokens[name] / (base / tokens['sft']):10.2f}"
                    if base and tokens.get(name) and tokens.get("sft") else "         -")
         print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok}")
+
+
+def interleaved_steps(cells: dict, budget, vocab, clock) -> dict[str, list[float]]:
+    """Train every cell one optimiser step at a time, in turn (SFT, method 1, ..., SFT, ...), so a
+    slowdown of the machine that lasts longer than one rotation hits every method alike. Returns
+    each cell's step durations (`Trainer.step`: the step `train` takes, batch already collated)."""
+    from ctkd_bench.train.trainer import Trainer
+
+    trainers = {name: Trainer(student, method, budget, meter, vocab, extra)
+                for name, (student, method, extra, _, meter) in cells.items()}
+    durations: dict[str, list[float]] = {name: [] for name in cells}
+    for i in range(budget.steps):
+        for name, trainer in trainers.items():
+            batch, teacher = cells[name][3][i]
+            began = clock()
+            trainer.step(batch, teacher)
+            durations[name].append(clock() - began)
+    return durations
 
 
 def setup_cell(env, suite, reg, seed: int = 0):

@@ -21,6 +21,7 @@ class Encoded:
     ids: list[int]
     spans: list[tuple[int, int]]
     labels: list[int] | None
+    tokens: list[str] | None = None   # token strings, filled by `pad_side` on first use (an example recurs every epoch)
 
 
 def pad_id(tokenizer) -> int:
@@ -64,27 +65,29 @@ def encode_encoder(tokenizer, text: str, max_len: int) -> Encoded:
 
 def pad_side(encoded: list[Encoded], tokenizer, padding_side: str = "right") -> Side:
     width = max(len(e.ids) for e in encoded)
-    B = len(encoded)
     pid = pad_id(tokenizer)
-    input_ids = torch.full((B, width), pid, dtype=torch.long)
-    mask = torch.zeros((B, width), dtype=torch.long)
-    labels = None if encoded[0].labels is None else torch.full((B, width), IGNORE_INDEX, dtype=torch.long)
-    offsets = torch.zeros((B, width, 2), dtype=torch.long)
-    tokens = []
-    for b, e in enumerate(encoded):
-        n = len(e.ids)
-        sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
-        input_ids[b, sl] = torch.tensor(e.ids, dtype=torch.long)
-        mask[b, sl] = 1
-        if labels is not None:
-            labels[b, sl] = torch.tensor(e.labels, dtype=torch.long)
-        if n:
-            offsets[b, sl] = torch.tensor(e.spans, dtype=torch.long).view(n, 2)
+    right = padding_side == "right"
+    ids, mask, labels, offsets, tokens = [], [], [], [], []
+    for e in encoded:
+        pad = width - len(e.ids)
         end = e.spans[-1][1] if e.spans else 0
-        pad_sl = slice(n, width) if padding_side == "right" else slice(0, width - n)
-        offsets[b, pad_sl] = end if padding_side == "right" else 0
-        tokens.append(tokenizer.convert_ids_to_tokens(e.ids))
-    return Side(input_ids, mask, labels, offsets, tokens, padding_side)
+        if right:
+            ids.append(e.ids + [pid] * pad)
+            mask.append([1] * len(e.ids) + [0] * pad)
+            offsets.append(list(e.spans) + [(end, end)] * pad)
+            labels.append(None if e.labels is None else e.labels + [IGNORE_INDEX] * pad)
+        else:
+            ids.append([pid] * pad + e.ids)
+            mask.append([0] * pad + [1] * len(e.ids))
+            offsets.append([(0, 0)] * pad + list(e.spans))
+            labels.append(None if e.labels is None else [IGNORE_INDEX] * pad + e.labels)
+        if e.tokens is None:
+            e.tokens = tokenizer.convert_ids_to_tokens(e.ids)
+        tokens.append(e.tokens)
+    as_long = lambda rows: torch.tensor(rows, dtype=torch.long)
+    offsets_t = as_long(offsets).view(len(encoded), width, 2) if width else torch.zeros((len(encoded), 0, 2), dtype=torch.long)
+    return Side(as_long(ids), as_long(mask), None if encoded[0].labels is None else as_long(labels),
+                offsets_t, tokens, padding_side)
 
 
 def collate_pair(examples: list[dict], track: str, student_tokenizer, teacher_tokenizer,

@@ -77,9 +77,10 @@ def derive_signals(raw: dict[str, torch.Tensor], needs: Needs, head: TeacherHead
         if head.lm_bias is not None:
             logits = logits + head.lm_bias
         logits = logits * mask.unsqueeze(-1)
-        logprobs = torch.log_softmax(logits, dim=-1)
         if needs.logits:
             values["logits"] = logits
+        # only top-k and token log-probs need the normalised log-probs (most methods take logits)
+        logprobs = torch.log_softmax(logits, dim=-1) if needs.topk or needs.token_logprobs else None
         if needs.topk:
             k = min(needs.topk, logits.shape[-1])
             top_lp, top_ids = logprobs.topk(k, dim=-1)

@@ -78,51 +78,71 @@ def check_weights_untouched(params: list[torch.Tensor], versions: list[int], ste
                           "trainer's optimiser may update them (training outside the budget)")
 
 
+class Trainer:
+    """One cell's optimiser and checks; `step` takes one optimiser step on one batch.
+
+    `backend` (train/accel.py) places tensors and takes the step: plain PyTorch by default,
+    or accelerate (bf16, DDP/FSDP/DeepSpeed) for the same loop."""
+
+    def __init__(self, student: torch.nn.Module, method, budget: BudgetSpec, meter: BudgetMeter,
+                 vocab_size: int | None, extra: torch.nn.Module | None = None,
+                 backend: PlainBackend | None = None):
+        student.train()
+        if extra is not None:
+            extra.train()
+        opt = make_optimizer(student, extra, budget.lr, method.extra_lr())
+        self.backend = backend or PlainBackend()
+        self.student, self.extra, self.opt = self.backend.prepare(student, extra, opt)
+        self.method, self.budget, self.meter, self.vocab_size = method, budget, meter, vocab_size
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.student_params = list(self.student.parameters())
+        self.reads_teacher = bool(method.needs.teacher_signal_kinds())
+        # sharding backends (FSDP, ZeRO) rewrite parameter storage themselves: only plain PyTorch is watched
+        self.watch_weights = type(self.backend) is PlainBackend
+        self.steps_done = 0
+
+    def step(self, batch: PairBatch, teacher: TeacherSignals) -> dict:
+        """One optimiser step; returns the logged (scalar) loss terms."""
+        step, backend, opt = self.steps_done, self.backend, self.opt
+        batch, teacher = backend.to_device(batch, teacher)
+        factor = lr_factor(step, self.budget.steps, self.budget.warmup, self.budget.schedule)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        versions = [p._version for p in self.student_params] if self.watch_weights else None
+        out = forward_student(self.student, batch, self.method.needs, self.vocab_size)
+        terms = self.method.loss(batch, out, teacher)
+        loss = check_loss(terms, step)
+        opt.zero_grad(set_to_none=True)
+        backend.backward(loss)
+        if self.watch_weights:
+            check_weights_untouched(self.student_params, versions, step)
+        if step == 0 and not any(p.grad is not None for p in self.student_params):
+            raise CellFailure("no gradient reached the student's parameters")
+        norm = backend.clip(self.params, GRAD_CLIP)
+        if not torch.isfinite(norm):
+            raise CellFailure(f"non-finite gradient norm at step {step}")
+        opt.step()
+        self.meter.count_step(batch, self.reads_teacher)
+        checkpoint("train-step")
+        self.steps_done += 1
+        return {k: float(v.detach()) for k, v in terms.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+
+    def finish(self) -> None:
+        self.student.eval()
+
+
 def train(student: torch.nn.Module, method, batches: Iterable[tuple[PairBatch, TeacherSignals]],
           budget: BudgetSpec, meter: BudgetMeter, vocab_size: int | None,
           extra: torch.nn.Module | None = None, progress: Callable[[int, dict], None] | None = None,
           backend: PlainBackend | None = None) -> list[dict]:
-    """Run exactly `budget.steps` optimiser steps; return per-step logged loss terms.
-
-    `backend` (train/accel.py) places tensors and takes the step: plain PyTorch by default,
-    or accelerate (bf16, DDP/FSDP/DeepSpeed) for the same loop."""
-    student.train()
-    if extra is not None:
-        extra.train()
-    opt = make_optimizer(student, extra, budget.lr, method.extra_lr())
-    backend = backend or PlainBackend()
-    student, extra, opt = backend.prepare(student, extra, opt)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    student_params = list(student.parameters())
-    reads_teacher = bool(method.needs.teacher_signal_kinds())
-    # sharding backends (FSDP, ZeRO) rewrite parameter storage themselves: only plain PyTorch is watched
-    watch_weights = type(backend) is PlainBackend
+    """Run exactly `budget.steps` optimiser steps; return per-step logged loss terms."""
+    trainer = Trainer(student, method, budget, meter, vocab_size, extra, backend)
     log = []
     iterator: Iterator = iter(batches)
     for step in range(budget.steps):
-        batch, teacher = backend.to_device(*next(iterator))
-        factor = lr_factor(step, budget.steps, budget.warmup, budget.schedule)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        versions = [p._version for p in student_params] if watch_weights else None
-        out = forward_student(student, batch, method.needs, vocab_size)
-        terms = method.loss(batch, out, teacher)
-        loss = check_loss(terms, step)
-        opt.zero_grad(set_to_none=True)
-        backend.backward(loss)
-        if watch_weights:
-            check_weights_untouched(student_params, versions, step)
-        if step == 0 and not any(p.grad is not None for p in student_params):
-            raise CellFailure("no gradient reached the student's parameters")
-        norm = backend.clip(params, GRAD_CLIP)
-        if not torch.isfinite(norm):
-            raise CellFailure(f"non-finite gradient norm at step {step}")
-        opt.step()
-        meter.count_step(batch, reads_teacher)
-        checkpoint("train-step")
-        logged = {k: float(v.detach()) for k, v in terms.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+        logged = trainer.step(*next(iterator))
         log.append(logged)
         if progress:
             progress(step, logged)
-    student.eval()
+    trainer.finish()
     return log

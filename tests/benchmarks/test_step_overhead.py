@@ -1,0 +1,53 @@
+"""benchmarks/step_overhead.py on the `test` profile: methods take single steps in turn, on the same
+batches a real cell would see, and every timed step is reported."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "step_overhead.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def step_overhead():
+    spec = importlib.util.spec_from_file_location("step_overhead", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_step_in_turn_and_every_step_is_timed(step_overhead, isolated_cache, monkeypatch):
+    import dataclasses
+
+    from ctkd_bench.cli.run import parse_methods
+    from ctkd_bench.defaults import cache_root
+    from ctkd_bench.run.environment import SuiteEnvironment
+    from ctkd_bench.specs import resolve_suite
+    from ctkd_bench.train.trainer import Trainer
+
+    suite = resolve_suite("tiny", "test")
+    env = SuiteEnvironment(suite, cache_root()).track("math")
+    budget = dataclasses.replace(suite.budget, steps=3)
+    cells = {}
+    for reg in parse_methods("sft,uld"):
+        student, method, extra, data, meter = step_overhead.setup_cell(env, suite, reg)
+        cells[reg.name] = (student, method, extra, list(data.batches(3, budget.examples_per_step)), meter)
+    order = []
+    real_step = Trainer.step
+    monkeypatch.setattr(Trainer, "step", lambda self, b, t: (order.append(self.method.name), real_step(self, b, t))[1])
+    ticks = iter(range(100))
+    durations = step_overhead.interleaved_steps(cells, budget, len(env.student_tokenizer), lambda: next(ticks))
+    assert order == ["sft", "uld"] * 3
+    assert durations == {"sft": [1, 1, 1], "uld": [1, 1, 1]}   # one clock reading before and after each step
+    assert all(meter.steps == 3 for *_, meter in cells.values())
+
+
+def test_main_prints_a_ratio_per_method(step_overhead, isolated_cache, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["step_overhead.py", "--profile", "test", "--methods", "sft,uld",
+                                     "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    step_overhead.main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[-2:]}
+    assert set(rows) == {"sft", "uld"}
+    assert rows["sft"][2] == "1.00" and float(rows["uld"][2]) > 0
