@@ -6,8 +6,8 @@
     OMP_NUM_THREADS=1 python benchmarks/step_overhead.py --clock cpu  # while something else runs
 
 Each method trains `--steps` steps (after `--warmup` untimed steps, by default one epoch) on the same
-cached teacher signals. The methods take single steps in turn (SFT, ALM, ..., SFT, ALM, ...), so a
-slowdown of the machine hits all of them alike, and each method's figure is the median of its
+cached teacher signals. The methods take turns of `--block` steps (SFT, ALM, ..., SFT, ALM, ...), so
+a slowdown of the machine hits all of them alike, and each method's figure is the median of its
 single steps over all rounds (each round starts every method afresh).
 Batches are collated before the clock starts, so the step is forward + loss + backward + optimizer;
 collation, teacher-signal lookup included, is not in it (on tiny `math`, 2 threads: about 1.6 ms
@@ -37,6 +37,7 @@ def main() -> None:
                         help="untimed steps first (default: one epoch of the track's training data, so "
                              "per-example memos are warm, as they are for most steps of a real cell)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=int, default=4, help="steps each method takes per turn")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this process's CPU seconds (all its threads), which other load on "
                              "the machine disturbs far less than wall time")
@@ -64,7 +65,7 @@ def main() -> None:
             batches = list(data.batches(budget.steps, budget.examples_per_step))  # collation is not timed
             tokens[reg.name] = statistics.mean(_student_tokens(b) for b, _ in batches[args.warmup:])
             cells[reg.name] = (student, method, extra, batches, meter)
-        for name, steps in interleaved_steps(cells, budget, vocab, clock).items():
+        for name, steps in interleaved_steps(cells, budget, vocab, clock, args.block).items():
             times[name].extend(steps[args.warmup:])
     base = statistics.median(times["sft"]) if "sft" in times else None
     print(f"suite {suite.name}{'/' + suite.profile if suite.profile else ''} track {args.track}: "
@@ -81,21 +82,24 @@ def main() -> None:
         print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok}")
 
 
-def interleaved_steps(cells: dict, budget, vocab, clock) -> dict[str, list[float]]:
-    """Train every cell one optimiser step at a time, in turn (SFT, method 1, ..., SFT, ...), so a
-    slowdown of the machine that lasts longer than one rotation hits every method alike. Returns
-    each cell's step durations (`Trainer.step`: the step `train` takes, batch already collated)."""
+def interleaved_steps(cells: dict, budget, vocab, clock, block: int = 1) -> dict[str, list[float]]:
+    """Train every cell `block` optimiser steps at a time, in turn (SFT, method 1, ..., SFT, ...),
+    so a slowdown of the machine that lasts longer than one rotation hits every method alike.
+    Returns each cell's step durations (`Trainer.step`: the step `train` takes, batch already
+    collated). The first step of a block runs on caches the other methods filled; with blocks of
+    a few steps the median is a step in its own warm caches, as in a real cell."""
     from ctkd_bench.train.trainer import Trainer
 
     trainers = {name: Trainer(student, method, budget, meter, vocab, extra)
                 for name, (student, method, extra, _, meter) in cells.items()}
     durations: dict[str, list[float]] = {name: [] for name in cells}
-    for i in range(budget.steps):
+    for first in range(0, budget.steps, block):
         for name, trainer in trainers.items():
-            batch, teacher = cells[name][3][i]
-            began = clock()
-            trainer.step(batch, teacher)
-            durations[name].append(clock() - began)
+            for i in range(first, min(first + block, budget.steps)):
+                batch, teacher = cells[name][3][i]
+                began = clock()
+                trainer.step(batch, teacher)
+                durations[name].append(clock() - began)
     return durations
 
 

@@ -24,6 +24,7 @@ def test_methods_step_in_turn_and_every_step_is_timed(step_overhead, isolated_ca
     from ctkd_bench.defaults import cache_root
     from ctkd_bench.run.environment import SuiteEnvironment
     from ctkd_bench.specs import resolve_suite
+    from ctkd_bench.train.budget import BudgetMeter
     from ctkd_bench.train.trainer import Trainer
 
     suite = resolve_suite("tiny", "test")
@@ -38,9 +39,16 @@ def test_methods_step_in_turn_and_every_step_is_timed(step_overhead, isolated_ca
     monkeypatch.setattr(Trainer, "step", lambda self, b, t: (order.append(self.method.name), real_step(self, b, t))[1])
     ticks = iter(range(100))
     durations = step_overhead.interleaved_steps(cells, budget, len(env.student_tokenizer), lambda: next(ticks))
-    assert order == ["sft", "uld"] * 3
+    assert order == ["sft", "uld"] * 3   # block 1: single steps in turn
     assert durations == {"sft": [1, 1, 1], "uld": [1, 1, 1]}   # one clock reading before and after each step
     assert all(meter.steps == 3 for *_, meter in cells.values())
+
+    order.clear()
+    for name, (student, method, extra, batches, _) in list(cells.items()):
+        cells[name] = (student, method, extra, batches * 2, BudgetMeter())
+    step_overhead.interleaved_steps(cells, dataclasses.replace(budget, steps=5), len(env.student_tokenizer),
+                                    lambda: 0.0, block=2)
+    assert order == ["sft", "sft", "uld", "uld"] * 2 + ["sft", "uld"]
 
 
 def test_main_prints_a_ratio_per_method(step_overhead, isolated_cache, monkeypatch, capsys):
