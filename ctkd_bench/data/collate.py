@@ -84,10 +84,11 @@ def pad_side(encoded: list[Encoded], tokenizer, padding_side: str = "right") -> 
         if e.tokens is None:
             e.tokens = tokenizer.convert_ids_to_tokens(e.ids)
         tokens.append(e.tokens)
-    as_long = lambda rows: torch.tensor(rows, dtype=torch.long)
-    offsets_t = as_long(offsets).view(len(encoded), width, 2) if width else torch.zeros((len(encoded), 0, 2), dtype=torch.long)
-    return Side(as_long(ids), as_long(mask), None if encoded[0].labels is None else as_long(labels),
-                offsets_t, tokens, padding_side)
+    def long(rows):
+        return torch.tensor(rows, dtype=torch.long)
+
+    return Side(long(ids), long(mask), None if encoded[0].labels is None else long(labels),
+                long(offsets).view(len(encoded), width, 2), tokens, padding_side)
 
 
 def collate_pair(examples: list[dict], track: str, student_tokenizer, teacher_tokenizer,

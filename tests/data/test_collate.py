@@ -61,3 +61,9 @@ def test_real_positions_hold_each_example_in_order(side):
         assert padded.input_ids[b, real].tolist() == e.ids
         assert padded.labels[b, real].tolist() == e.labels
         assert [tuple(o) for o in padded.offsets[b, real].tolist()] == e.spans
+
+
+def test_rows_without_tokens_give_empty_tensors():
+    side = pad_side([Encoded([], [], None), Encoded([], [], None)], FakeTokenizer())
+    assert side.input_ids.shape == (2, 0) and side.offsets.shape == (2, 0, 2)
+    assert side.tokens == [[], []]
