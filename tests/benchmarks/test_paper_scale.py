@@ -1,20 +1,8 @@
 """benchmarks/paper_scale.py at toy size: stand-in Qwen -> GPT-2 with the real tokenizers, through
 the project's pipeline (suite file, teacher cache, trainer), SFT and ULD timed side by side."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_scale.py"
-
-
-@pytest.fixture(scope="module")
-def paper_scale():
-    spec = importlib.util.spec_from_file_location("paper_scale", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,8 @@
 """benchmarks/step_overhead.py on the `test` profile: methods take single steps in turn, on the same
 batches a real cell would see, and every timed step is reported."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "step_overhead.py"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def step_overhead():
-    spec = importlib.util.spec_from_file_location("step_overhead", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_methods_step_in_turn_and_every_step_is_timed(step_overhead, isolated_cache, monkeypatch):
