@@ -48,6 +48,7 @@ def main() -> None:
     from ctkd_bench.defaults import cache_root
     from ctkd_bench.run.environment import SuiteEnvironment
     from ctkd_bench.specs import resolve_suite
+
     suite = resolve_suite(args.suite, args.profile)
     env = SuiteEnvironment(suite, cache_root()).track(args.track)
     regs = [r for r in parse_methods(args.methods) if env.track.task in r.cls.tracks]
