@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def _score_samples(task: str, samples: list[dict]) -> dict[str, float]:
 
 
 _ENV_INFO: dict = {}
+_GIT: dict = {}
 
 
 def _memoised_env_info(original):
@@ -73,6 +75,20 @@ def _memoised_env_info(original):
         storage.update(_ENV_INFO)
     add_env_info.memoised = True
     return add_env_info
+
+
+def quiet_git_hash() -> str | None:
+    """Stands in for lm-eval's `get_git_commit_hash`, which runs `git describe` in the working
+    directory on every `simple_evaluate`: outside a repository git printed "fatal: not a git
+    repository" once per evaluated cell. Asked once per process, its complaint kept off the
+    terminal (the hash only labels lm-eval's own result dict; cell provenance records its own)."""
+    if "hash" not in _GIT:
+        try:
+            done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True)
+            _GIT["hash"] = done.stdout.strip() if done.returncode == 0 else None
+        except OSError:   # no git on the machine
+            _GIT["hash"] = None
+    return _GIT["hash"]
 
 
 def eval_tokenizer(tokenizer):
@@ -104,6 +120,7 @@ def evaluate_causal(model, tokenizer, task: str, examples: list[dict], max_new_t
     import lm_eval.evaluator
     if not getattr(lm_eval.evaluator.add_env_info, "memoised", False):
         lm_eval.evaluator.add_env_info = _memoised_env_info(lm_eval.evaluator.add_env_info)
+    lm_eval.evaluator.get_git_commit_hash = quiet_git_hash
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     name = f"ctkd_{task}_{stable_hash([e['id'] for e in examples], 8)}"
     with tempfile.TemporaryDirectory(prefix="ctkd-lmeval-") as tmp:

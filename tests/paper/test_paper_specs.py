@@ -235,3 +235,16 @@ def test_stop_is_hashed_only_when_set(tiny_data):
     spec = parse_suite(tiny_data)
     assert spec.track("instruct").stop == "eos" and spec.hash != base.hash
     assert load_suite(builtin_suite_dir() / "paper-dskd-qwen-gpt2.yaml").track("dolly").stop == "eos"
+
+
+def test_lmeval_git_hash_outside_a_repository_is_asked_once_and_quietly(tmp_path, monkeypatch, capfd):
+    from ctkd_bench.evaluate import lmeval
+
+    monkeypatch.chdir(tmp_path)                       # not a git repository
+    monkeypatch.setattr(lmeval, "_GIT", {})
+    calls = []
+    real_run = lmeval.subprocess.run
+    monkeypatch.setattr(lmeval.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    assert lmeval.quiet_git_hash() is None and lmeval.quiet_git_hash() is None
+    assert len(calls) == 1
+    assert "fatal" not in capfd.readouterr().err
