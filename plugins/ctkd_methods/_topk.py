@@ -5,7 +5,8 @@ K-th largest value (numpy's SIMD ``partition``, several times faster than ``torc
 CPU) finds it: exactly K entries are >= it. Rows with a tie at the boundary (or a NaN) fall
 back to ``torch.topk`` so that tied ids are chosen exactly as before. Ids come back sorted by
 value, like ``torch.topk``; equal values inside the set may come in another order, which
-leaves the sorted *values* (``z.gather(-1, ids)``) identical to ``torch.topk``'s.
+leaves the sorted *values* (``z.gather(-1, ids)``) identical to ``torch.topk``'s. Callers that
+need only the set (``ordered=False``) skip the sort, which is most of the cost at K ~ V / 8.
 """
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import numpy as np
 import torch
 
 
-def topk_ids(z: torch.Tensor, k: int) -> torch.Tensor:
-    """``z.topk(k, -1).indices`` for 2-D ``z`` [N, V] (the same set; ties at the boundary as torch)."""
+def topk_ids(z: torch.Tensor, k: int, ordered: bool = True) -> torch.Tensor:
+    """``z.topk(k, -1).indices`` for 2-D ``z`` [N, V] (the same set; ties at the boundary as torch).
+
+    ``ordered=False``: the same set per row, in ascending id order (rows decided by
+    ``torch.topk`` keep its order).
+    """
     n, v = z.shape
     if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64) or not 0 < k < v or n == 0:
         return z.topk(k, dim=-1).indices
@@ -25,8 +30,9 @@ def topk_ids(z: torch.Tensor, k: int) -> torch.Tensor:
     if not clear.all():                                         # rare: drop the unclear rows here
         above, a = above[clear], a[clear]
     top = (np.flatnonzero(above) % v).reshape(-1, k)
-    order = np.argsort(-np.take_along_axis(a, top, axis=-1), axis=-1)
-    found = torch.from_numpy(np.take_along_axis(top, order, axis=-1))
+    if ordered:
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(a, top, axis=-1), axis=-1), axis=-1)
+    found = torch.from_numpy(top)
     if clear.all():
         return found
     ids = torch.empty(n, k, dtype=torch.long)

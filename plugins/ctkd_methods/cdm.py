@@ -180,10 +180,12 @@ def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor
     """Top-k ids [B, G, k] of the real steps of ``z`` [B, G, V]; padded steps get ids 0..k-1.
 
     Padded steps only ever reach masked terms, so their ids are arbitrary; skipping them
-    saves the top-k over the padding.
+    saves the top-k over the padding. The ids of a step come in no particular order: the map
+    depends on the sets only, and the KD is a sum over the K slots in which the same order
+    is used on both sides.
     """
     ids = torch.arange(k, device=z.device).expand(*z.shape[:-1], k).clone()
-    ids[valid] = topk_ids(z[valid], k)
+    ids[valid] = topk_ids(z[valid], k, ordered=False)
     return ids
 
 

@@ -40,7 +40,10 @@ Deviations (deliberate):
 
 Implementation (step cost; same values as sorting the padded [B, W] rows with ``torch.sort``,
 tested): only the k_b real pairs are gathered and compared, and float32 rows on CPU are sorted
-by numpy (``sort_descending``), several times faster than ``torch.sort`` there.
+by numpy (``sort_descending``), several times faster than ``torch.sort`` there. Above 32 MB of
+rows (the papers' vocabularies) the CPU path runs in pieces of rows read by index, sorting only
+the top min(V_s, V_t) entries of the larger vocabulary (``_sorted_w1_pieces``; values equal to
+float rounding, tested).
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ import torch
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_bench.errors import ConfigError
+from ctkd_methods._sorted_w1_pieces import sorted_w1_rows, use_pieces
 
 REDUCTIONS = ("official", "dskd", "cdm")
 # reduction -> (ce_weight, distil_factor, skip_student_eos) of the repo that reports ULD that way
@@ -146,11 +150,18 @@ def uld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     # only the real pairs are compared (row-wise ops: each pair's distance is what the padded
     # [B, W] computation gives); then laid out as [B, W] so the reductions below are unchanged
     b_idx = torch.nonzero(is_pair)[:, 0]
-    s = at_least_fp32(student_logits[b_idx, s_rows[:, :width][is_pair]])
-    t = at_least_fp32(teacher_logits.detach()[b_idx, t_rows[:, :width][is_pair]])
-    p_s = torch.softmax(s / student_temperature, dim=-1)
-    p_t = torch.softmax(t / teacher_temperature, dim=-1)
-    pair_dist = sorted_w1_fast(p_s, p_t)                        # [N pairs]
+    s_sel, t_sel = s_rows[:, :width][is_pair], t_rows[:, :width][is_pair]
+    if student_logits.device.type == "cpu" and use_pieces(len(b_idx), student_logits.shape[-1],
+                                                          teacher_logits.shape[-1]):
+        pair_dist = sorted_w1_rows(student_logits, b_idx * student_logits.shape[1] + s_sel, teacher_logits,
+                                   b_idx * teacher_logits.shape[1] + t_sel,
+                                   student_temperature, teacher_temperature)
+    else:
+        s = at_least_fp32(student_logits[b_idx, s_sel])
+        t = at_least_fp32(teacher_logits.detach()[b_idx, t_sel])
+        p_s = torch.softmax(s / student_temperature, dim=-1)
+        p_t = torch.softmax(t / teacher_temperature, dim=-1)
+        pair_dist = sorted_w1_fast(p_s, p_t)                    # [N pairs]
     dist = torch.zeros(is_pair.shape, dtype=pair_dist.dtype, device=pair_dist.device)
     dist = dist.masked_scatter(is_pair, pair_dist) * is_pair    # [B, W]
     if reduction == "dskd":

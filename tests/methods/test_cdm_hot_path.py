@@ -28,6 +28,11 @@ def test_topk_ids_same_sets_as_torch_and_ties_decided_by_torch():
     assert torch.equal(got[3:6], want[3:6])
     values = z[torch.arange(12)[:, None], got]
     assert (values[:, :-1] >= values[:, 1:])[[0, 1, 2, 6, 7]].all()      # sorted by value, like torch
+    unordered = topk_ids(z, 10, ordered=False)
+    assert torch.equal(unordered.sort(-1).values, want.sort(-1).values)
+    assert torch.equal(unordered[3:6], want[3:6])                        # torch decided these rows
+    clear = [0, 1, 2, 6, 7, 8, 9, 10, 11]
+    assert torch.equal(unordered[clear], unordered[clear].sort(-1).values)   # ascending ids, no sort by value
 
 
 # -- entropy weights --------------------------------------------------------------------------------
