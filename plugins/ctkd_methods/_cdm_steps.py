@@ -9,8 +9,9 @@ Each function returns what its straightforward counterpart in ``ctkd_methods.cdm
   bound (`screened_entropy`) and decides every row except the few it cannot settle: the rows
   that may hold the minimum or the maximum, and the rows whose interval straddles a weight
   boundary. Those get the official entropy, so the weights equal the all-official ones.
-- `merge_batch`: `cdm.merge_matrices` for every row at once, padded to the longest G, so the
-  merge is one batched matrix product per side.
+- `merge_batch`: `cdm.merge_matrices` for every row at once, padded to the longest G;
+  `merge_rows` applies such a merge through its non-zero entries (a step averages a few rows),
+  which at the papers' vocabularies is ten times faster than the dense batched product.
 """
 from __future__ import annotations
 
@@ -34,13 +35,16 @@ def _rows_per_chunk(width: int) -> int:
     return max(1, CHUNK_BYTES // (8 * max(1, width)))
 
 
-def _row_entropy64(rows: torch.Tensor) -> torch.Tensor:
-    """The official float64 entropy with the 1e-10 floor (``cdm.row_entropy``), for [N, V] rows."""
+def _row_entropy64(rows: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """The official float64 entropy with the 1e-10 floor (``cdm.row_entropy``), for [N, V] rows
+    (only the rows ``index`` when given: read piece by piece, never copied out as a whole)."""
     rows = rows.detach()
-    out = torch.empty(rows.shape[:-1], dtype=torch.float64, device=rows.device)
+    n = rows.shape[0] if index is None else index.numel()
+    out = torch.empty(n, dtype=torch.float64, device=rows.device)
     step = _rows_per_chunk(rows.shape[-1])
-    for i in range(0, rows.shape[0], step):
-        probs = torch.softmax(rows[i:i + step].double(), dim=-1).add_(1e-10)
+    for i in range(0, n, step):
+        piece = rows[i:i + step] if index is None else rows.index_select(0, index[i:i + step])
+        probs = torch.softmax(piece.double(), dim=-1).add_(1e-10)
         out[i:i + step] = -(probs * probs.log()).sum(-1)
     return out
 
@@ -110,7 +114,8 @@ def screened_entropy_weights(cells: torch.Tensor, real: torch.Tensor, weights_fr
 def _exact_at(cells: torch.Tensor, where: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
     """Writes the official entropies of ``cells`` into ``entropy`` [B, W] where ``where``; returns it."""
     if bool(where.any()):
-        entropy[where] = _row_entropy64(cells[where])
+        index = where.reshape(-1).nonzero().squeeze(1)
+        entropy.view(-1)[index] = _row_entropy64(cells.reshape(-1, cells.shape[-1]), index)
     return entropy
 
 
@@ -135,3 +140,34 @@ def merge_batch(on_path: np.ndarray, n_t, n_s) -> tuple[np.ndarray, np.ndarray, 
     m_s = np.zeros((B, int(sizes.max()) if B else 0, M))
     m_s[b_idx, g_idx] = first / first.sum(1, keepdims=True)
     return np.matmul(m_s, to_student), m_s, sizes
+
+
+def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm(m, cells)`` for a sparse merge ``m`` [B, G, W] (float64) and ``cells`` [B, W, V].
+
+    Each step averages a few rows, so the product is a weighted row gather over the non-zero
+    entries: every step's first entry in one ``index_select`` (steps without entries: weight 0),
+    the few further entries added with ``index_add_`` (in pieces of about ``CHUNK_BYTES``). The
+    dense product costs G x W x V, seconds per step at Qwen's 151k entries, and a zero-filled
+    [B x G, V] output would be fresh memory to fault in. A gradient flows to ``cells``. Equal to
+    the dense product up to the order of each step's sum.
+    """
+    B, G, W = m.shape
+    b, g, w = np.nonzero(m)                      # in order of (b, g): a step's entries are adjacent
+    dst, src, weight = b * G + g, b * W + w, m[b, g, w]
+    first = np.ones(len(dst), dtype=bool)
+    first[1:] = dst[1:] != dst[:-1]
+    lead_src, lead_weight = np.zeros(B * G, dtype=np.int64), np.zeros(B * G)
+    lead_src[dst[first]], lead_weight[dst[first]] = src[first], weight[first]
+    device, dtype = cells.device, cells.dtype
+    flat = cells.reshape(B * W, cells.shape[-1])
+    out = flat.index_select(0, torch.from_numpy(lead_src).to(device))
+    out = out.mul_(torch.from_numpy(lead_weight).to(device, dtype).unsqueeze(1))
+    rest = np.nonzero(~first)[0]
+    step = max(1, CHUNK_BYTES // (flat.element_size() * max(1, flat.shape[-1])))
+    for i in range(0, len(rest), step):
+        part = rest[i:i + step]
+        rows = flat.index_select(0, torch.from_numpy(src[part]).to(device))
+        out.index_add_(0, torch.from_numpy(dst[part]).to(device),
+                       rows.mul_(torch.from_numpy(weight[part]).to(device, dtype).unsqueeze(1)))
+    return out.view(B, G, cells.shape[-1])

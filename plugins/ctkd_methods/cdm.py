@@ -75,7 +75,7 @@ from ctkd_bench.align.dtw import dtw
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
-from ctkd_methods._cdm_steps import merge_batch, screened_entropy_weights
+from ctkd_methods._cdm_steps import CHUNK_BYTES, merge_batch, merge_rows, screened_entropy_weights
 from ctkd_methods._topk import topk_ids
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
@@ -184,9 +184,14 @@ def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor
     depends on the sets only, and the KD is a sum over the K slots in which the same order
     is used on both sides.
     """
-    ids = torch.arange(k, device=z.device).expand(*z.shape[:-1], k).clone()
-    ids[valid] = topk_ids(z[valid], k, ordered=False)
-    return ids
+    flat = z.reshape(-1, z.shape[-1])
+    real = valid.reshape(-1).nonzero().squeeze(1)
+    ids = torch.arange(k, device=z.device).repeat(flat.shape[0], 1)
+    step = max(1, CHUNK_BYTES // (4 * flat.shape[-1]))     # large vocabularies: rows in pieces
+    for i in range(0, real.numel(), step):
+        rows = real[i:i + step]
+        ids.index_copy_(0, rows, topk_ids(flat.index_select(0, rows), k, ordered=False))
+    return ids.view(*valid.shape, k)
 
 
 def cdm_kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, valid: torch.Tensor, tables: dict, *,
@@ -328,8 +333,7 @@ class CDM(Method):
         # integer edit distances times integer weights: exact, as the per-pair dtw's products
         on_path = dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], n_t, n_s)
         m_t, m_s, sizes = merge_batch(on_path, n_t, n_s)
-        z_s = torch.bmm(torch.from_numpy(m_s).to(cells_s.device, cells_s.dtype), cells_s)
-        z_t = torch.bmm(torch.from_numpy(m_t).to(cells_t.device, cells_t.dtype), cells_t)
+        z_s, z_t = merge_rows(m_s, cells_s), merge_rows(m_t, cells_t)
         sizes = torch.from_numpy(sizes).to(s_logits.device)
         valid = torch.arange(z_s.shape[1], device=s_logits.device) < sizes.unsqueeze(1)
         return z_s, z_t, valid
