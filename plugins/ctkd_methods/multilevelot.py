@@ -49,7 +49,9 @@ Deviations (deliberate):
 Implementation notes (same values, less work): the row-wise steps (std, softmax, top-k) run on
 the real answer rows only and the zero padding rows are laid out afterwards; in v1/v2 the
 teacher's kept columns depend on the data only, so they are memoised per example id
-(`TeacherColumnMemo`, k floats per answer row) and reused when the example comes back. The
+(`TeacherColumnMemo`, k floats per answer row) and reused when the example comes back; above
+32 MB (the papers' vocabularies) they are computed over pieces of rows read by index (the same
+row-wise steps, tested). The
 Sinkhorn's unrolled gradient is written out per normalisation step (`RowColSinkhorn`: same plan,
 the autograd gradient up to rounding, about a quarter less time than autograd through the 20 steps;
 with ``mask_padding_rows`` its masked rows get gradient 0 where autograd's 1/1e-30 per step
@@ -69,9 +71,19 @@ from ctkd_methods.uld import at_least_fp32
 VERSIONS = ("v1", "v2", "head")
 
 
+def row_std(z: torch.Tensor) -> torch.Tensor:
+    """``z.std(dim=-1, keepdim=True)`` (unbiased) as two passes: mean, then the squared deviations.
+
+    The same value up to float rounding (about 1 ulp) and gradient; on CPU ``torch.std`` runs
+    Welford's update element by element, about ten times slower over a vocabulary row.
+    """
+    deviation = z - z.mean(dim=-1, keepdim=True)
+    return ((deviation * deviation).sum(dim=-1, keepdim=True) / (z.shape[-1] - 1)).sqrt()
+
+
 def std_normalize(z: torch.Tensor) -> torch.Tensor:
     """The official ``normalize``: divide by the (unbiased) std over the vocabulary + 1e-4."""
-    return z / (z.std(dim=-1, keepdim=True) + 1e-4)
+    return z / (row_std(z) + 1e-4)
 
 
 def answer_rows(labels: torch.Tensor, drop_last: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +131,12 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
     by `AnswerColumns.laid_out` (their softmax is masked to 0, so their kept values are 0).
     """
     selected, sizes = answer_rows(labels, drop_last)
+    if version != "head" and logits.device.type == "cpu" and 4 * int(sizes.sum()) * logits.shape[-1] > PIECES_FROM_BYTES:
+        if not (torch.is_grad_enabled() and logits.requires_grad):
+            return _constant_columns_in_pieces(logits, selected, sizes, temperature, k, keep_logits)
+        index = selected.reshape(-1).nonzero().squeeze(1)
+        probs, kept = _ColumnsInPieces.apply(logits, index, float(temperature), k, keep_logits)
+        return AnswerColumns(probs, kept if keep_logits else None, sizes)
     z = std_normalize(at_least_fp32(logits[selected]))                       # [N, V]
     if temperature != 1.0:      # dividing by 1 is exact: skip the pass
         z = z / temperature
@@ -129,6 +147,97 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
         return AnswerColumns(probs[:, cols], z[:, cols] if keep_logits else None, sizes)
     ids = topk_ids(probs, kk)
     return AnswerColumns(probs.gather(-1, ids), z.gather(-1, ids) if keep_logits else None, sizes)
+
+
+PIECES_FROM_BYTES = 32 << 20    # a constant side (the teacher) above this goes in pieces of rows
+PIECE_BYTES = 4 << 20
+
+
+def _constant_columns_in_pieces(logits, selected, sizes, temperature, k, keep_logits) -> AnswerColumns:
+    """`answer_columns` (v1/v2) of a constant side, piece by piece over its answer rows.
+
+    The same row-wise steps on rows read by index: at [1024 x 151k] each whole-batch step
+    would be 0.6 GB of fresh memory per call; here the pieces stay a few MB.
+    """
+    flat = logits.reshape(-1, logits.shape[-1])
+    index = selected.reshape(-1).nonzero().squeeze(1)
+    kk = min(k, flat.shape[-1])
+    step = max(1, PIECE_BYTES // (4 * flat.shape[-1]))
+    probs, kept = [], []
+    for i in range(0, index.numel(), step):
+        z = std_normalize(at_least_fp32(flat.index_select(0, index[i:i + step])))
+        if temperature != 1.0:
+            z = z / temperature
+        p = torch.softmax(z, dim=-1)
+        ids = topk_ids(p, kk)
+        probs.append(p.gather(-1, ids))
+        kept.append(z.gather(-1, ids) if keep_logits else None)
+    empty = flat.new_zeros(0, kk, dtype=torch.promote_types(flat.dtype, torch.float32))
+    return AnswerColumns(torch.cat(probs) if probs else empty,
+                         (torch.cat(kept) if kept else empty) if keep_logits else None, sizes)
+
+
+class _ColumnsInPieces(torch.autograd.Function):
+    """`answer_columns` (v1/v2) of a side with a gradient (the student), over pieces of rows.
+
+    Forward: the same row-wise steps as the whole-batch form on rows read by index. Backward:
+    each piece recomputes its std, normalised logits and softmax, and applies what autograd
+    composes for the whole-batch form: the gathers' scatter, the softmax backward
+    ``p * (g - sum(p * g))``, the division by T, and for ``z = x / (s + 1e-4)`` with the unbiased
+    std s: ``dx = dz / d - sum(dz * x) / d^2 * (x - mean) / ((V - 1) s)``. Equal to autograd up
+    to rounding (tested).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, index, temperature: float, k: int, keep_logits: bool):
+        flat = logits.reshape(-1, logits.shape[-1])
+        kk = min(k, flat.shape[-1])
+        step = max(1, PIECE_BYTES // (4 * flat.shape[-1]))
+        dtype = torch.promote_types(flat.dtype, torch.float32)
+        probs = torch.empty(index.numel(), kk, dtype=dtype)
+        kept = torch.empty(index.numel(), kk, dtype=dtype) if keep_logits else torch.empty(0, dtype=dtype)
+        ids = torch.empty(index.numel(), kk, dtype=torch.long)
+        for i in range(0, index.numel(), step):
+            _, z, p = _normalised_piece(flat, index[i:i + step], temperature)
+            ids[i:i + step] = topk_ids(p, kk)
+            probs[i:i + step] = p.gather(-1, ids[i:i + step])
+            if keep_logits:
+                kept[i:i + step] = z.gather(-1, ids[i:i + step])
+        ctx.save_for_backward(logits, index, ids)
+        ctx.temperature, ctx.step = temperature, step
+        return probs, kept
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_probs, grad_kept):
+        logits, index, ids = ctx.saved_tensors
+        flat = logits.reshape(-1, logits.shape[-1])
+        grad = torch.zeros(flat.shape, dtype=torch.promote_types(flat.dtype, torch.float32))
+        n_minus_1 = flat.shape[-1] - 1
+        for i in range(0, index.numel(), ctx.step):
+            rows, piece_ids = index[i:i + ctx.step], ids[i:i + ctx.step]
+            x, _, p = _normalised_piece(flat, rows, ctx.temperature)
+            gp = grad_probs[i:i + ctx.step]
+            dz = p * torch.zeros_like(p).scatter_(-1, piece_ids, gp)                     # p * g
+            dz.sub_(p * (p.gather(-1, piece_ids) * gp).sum(-1, keepdim=True))          # - p * sum(p g)
+            if grad_kept is not None and grad_kept.numel():
+                dz.scatter_add_(-1, piece_ids, grad_kept[i:i + ctx.step])
+            if ctx.temperature != 1.0:
+                dz.div_(ctx.temperature)
+            std = row_std(x)
+            d = std + 1e-4
+            scale = (dz * x).sum(-1, keepdim=True) / (d * d) / (n_minus_1 * std)
+            grad.index_add_(0, rows, dz.div_(d).sub_(scale * (x - x.mean(-1, keepdim=True))))
+        return grad.view(logits.shape).to(logits.dtype), None, None, None, None
+
+
+def _normalised_piece(flat, rows, temperature):
+    """(x, z, softmax(z)) of the rows ``rows``: the steps of `answer_columns`, in float32 at least."""
+    x = at_least_fp32(flat.index_select(0, rows))
+    z = std_normalize(x)
+    if temperature != 1.0:
+        z = z / temperature
+    return x, z, torch.softmax(z, dim=-1)
 
 
 def pad_vocab(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

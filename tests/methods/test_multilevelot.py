@@ -241,7 +241,7 @@ def test_memoised_teacher_columns_give_the_same_loss_and_follow_label_changes():
 def test_kept_columns_are_torch_topk_values(tied):
     """The numpy top-k (``_topk``) keeps torch.topk's sorted values; without ties, its gradient too
     (tied values may sit in the other order, which is an equally valid sort)."""
-    from ctkd_methods.multilevelot import answer_columns
+    from ctkd_methods.multilevelot import answer_columns, row_std
     torch.manual_seed(3)
     logits = torch.randn(2, 9, 40) * 2
     logits = (logits.round() if tied else logits).requires_grad_(True)  # rounded: ties at the k-th value
@@ -250,7 +250,7 @@ def test_kept_columns_are_torch_topk_values(tied):
     kept = answer_columns(logits, labels, 0, 1.0, 7, "v1", keep_logits=True)
     selected = labels.roll(-1, 1) != -100
     selected[:, -1] = False
-    z = logits[selected] / (logits[selected].std(-1, keepdim=True) + 1e-4)
+    z = logits[selected] / (row_std(logits[selected]) + 1e-4)
     want = torch.softmax(z, -1).topk(7, dim=-1)
     assert torch.equal(kept.probs, want.values)
     if tied:
@@ -259,4 +259,74 @@ def test_kept_columns_are_torch_topk_values(tied):
     weights = torch.randn(kept.probs.shape)
     g_kept, = torch.autograd.grad((kept.probs * weights).sum(), logits)
     g_want, = torch.autograd.grad((want.values * weights).sum(), logits)
-    torch.testing.assert_close(g_kept, g_want, rtol=0, atol=0)
+    torch.testing.assert_close(g_kept, g_want, rtol=1e-5, atol=1e-9)   # summation order only
+
+
+@pytest.mark.parametrize("keep_logits", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_constant_side_in_row_pieces_equals_the_whole_batch(monkeypatch, keep_logits, temperature):
+    """The teacher's columns at the papers' vocabularies go piece by piece: the same values."""
+    from ctkd_methods import multilevelot
+    torch.manual_seed(5)
+    logits = torch.randn(3, 11, 60) * 3
+    labels = torch.full((3, 11), -100)
+    labels[0, 2:] = 1
+    labels[1, 6:9] = 2
+    labels[2, 9:] = 3
+    whole = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v2", keep_logits=keep_logits)
+    monkeypatch.setattr(multilevelot, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(multilevelot, "PIECE_BYTES", 4 * 60 * 3)            # three rows per piece
+    pieces = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v2", keep_logits=keep_logits)
+    assert torch.equal(pieces.sizes, whole.sizes)
+    assert torch.equal(pieces.probs, whole.probs)
+    assert (pieces.logits is None) == (not keep_logits)
+    if keep_logits:
+        assert torch.equal(pieces.logits, whole.logits)
+    # a side that needs a gradient (the student) never takes the pieces
+    grad_side = multilevelot.answer_columns(logits.clone().requires_grad_(True), labels, 1, temperature, 7, "v2")
+    assert grad_side.probs.requires_grad
+
+
+@pytest.mark.parametrize("keep_logits", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_student_side_in_row_pieces_equals_autograd(monkeypatch, keep_logits, temperature):
+    """The student's columns at the papers' vocabularies: same values, the autograd gradient."""
+    from ctkd_methods import multilevelot
+    torch.manual_seed(6)
+    base = torch.randn(2, 10, 50) * 3
+    labels = torch.full((2, 10), -100)
+    labels[0, 3:] = 1
+    labels[1, 6:] = 2
+    weights = torch.randn(2, 20, 7)
+
+    def run(pieces: bool):
+        logits = base.clone().requires_grad_(True)
+        with monkeypatch.context() as m:
+            if pieces:
+                m.setattr(multilevelot, "PIECES_FROM_BYTES", 0)
+                m.setattr(multilevelot, "PIECE_BYTES", 4 * 50 * 2)           # two rows per piece
+            cols = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v1", keep_logits=keep_logits)
+        n = cols.probs.shape[0]
+        loss = (cols.probs * weights[0, :n]).sum()
+        if keep_logits:
+            loss = loss + (cols.logits * weights[1, :n]).sum()
+        loss.backward()
+        return cols, logits.grad
+
+    (whole, g_whole), (piecewise, g_pieces) = run(False), run(True)
+    assert torch.equal(piecewise.probs, whole.probs)
+    if keep_logits:
+        assert torch.equal(piecewise.logits, whole.logits)
+    torch.testing.assert_close(g_pieces, g_whole, rtol=1e-4, atol=1e-6)
+
+
+def test_two_pass_std_equals_torch_std_to_rounding():
+    from ctkd_methods.multilevelot import row_std
+    torch.manual_seed(8)
+    x = (torch.randn(5, 300) * torch.tensor([0.01, 1.0, 3.0, 100.0, 1e4]).unsqueeze(1) + 7).requires_grad_(True)
+    got, want = row_std(x), x.std(dim=-1, keepdim=True)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=0)
+    w = torch.randn(5, 1)
+    g_got, = torch.autograd.grad((got * w).sum(), x)
+    g_want, = torch.autograd.grad((want * w).sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-7)
