@@ -41,7 +41,9 @@ Deviations:
   instead of on every padded position and then masked: same values, less work. Likewise
   the gated t2s KD is computed only on the rows the gate keeps (the others are 0), and the
   gate's argmax only on the rows whose target logit is the row maximum (``argmax_hits``;
-  exactly ``argmax == target``, tested with ties and NaN).
+  exactly ``argmax == target``, tested with ties and NaN). Above 32 MB of s2t logits (the
+  papers' vocabularies) the s2t head and its FKL run together over pieces of rows
+  (``_divergences.linear_forward_kl``), so the [N, V_t] logits are never built.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._divergences import KDObjective
+from ._divergences import KDObjective, linear_forward_kl, use_linear_pieces
 
 IGNORE_INDEX = -100
 MASK_FILL = -1e5  # official additive mask; finite so fully masked rows stay uniform, not NaN
@@ -205,8 +207,14 @@ def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t
     # student -> teacher space: attend over student positions, read out with the teacher head
     s2t_values = project(s2t, student.hidden).float()
     s2t_hidden = torch.softmax(align.transpose(-1, -2), -1).matmul(s2t_values).to(teacher.lm_head.dtype)
-    s2t_logits = s2t_hidden[m_t].matmul(teacher.lm_head.transpose(-1, -2))
-    s2t_kd = objective.forward_kl(s2t_logits, teacher.logits[m_t]).sum()
+    rows_t = s2t_hidden[m_t]
+    if rows_t.device.type == "cpu" and use_linear_pieces(rows_t.shape[0], teacher.lm_head.shape[0]):
+        # the papers' vocabularies: head and FKL over pieces of rows, no [N, V] tensors
+        flat_t = m_t.reshape(-1).nonzero().squeeze(1)
+        s2t_kd = linear_forward_kl(rows_t, teacher.lm_head, teacher.logits, flat_t, objective.temperature).sum()
+    else:
+        s2t_logits = rows_t.matmul(teacher.lm_head.transpose(-1, -2))
+        s2t_kd = objective.forward_kl(s2t_logits, teacher.logits[m_t]).sum()
 
     return DualSpaceTerms(t2s_ce, t2s_kd, s2t_kd, correct.sum(), m_s.sum())
 

@@ -206,3 +206,59 @@ def _piece_log_probs(z_s, z_t, temperature: float, teacher_temperature: float):
     """The log-softmaxes of `token_divergence`, for one piece of rows (the same divisions)."""
     return (torch.log_softmax(_divided(z_s.float(), temperature), dim=-1),
             torch.log_softmax(_divided(_divided(z_t.float(), temperature), teacher_temperature), dim=-1))
+
+
+def linear_forward_kl(hidden: torch.Tensor, weight: torch.Tensor, teacher_logits: torch.Tensor,
+                      teacher_rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``_fkl`` of ``token_divergence`` with the student logits ``hidden @ weight.T``: [N].
+
+    ``hidden`` [N, d] (with a gradient), ``weight`` [V, d] a constant head, ``teacher_logits``
+    [..., V] a constant read at the flat rows ``teacher_rows`` [N]. The same as
+    ``token_divergence(hidden @ weight.T, teacher_logits.reshape(-1, V)[teacher_rows], "fkl",
+    temperature=T)`` (DSKD's s2t term), but over pieces of rows: neither the [N, V] logits nor
+    their gradient nor the teacher's selected rows are ever built (at Qwen's 151k entries each
+    is 0.6 GB of fresh memory per step). The backward recomputes each piece and applies the
+    steps of `_RowPieceForwardKL`, then ``d hidden = d z @ weight``. Tested against autograd.
+    """
+    return _LinearRowPieceForwardKL.apply(hidden, weight.detach(), teacher_logits.detach(), teacher_rows,
+                                          float(temperature))
+
+
+def use_linear_pieces(n_rows: int, vocab: int) -> bool:
+    return 4 * n_rows * vocab > PIECES_FROM_BYTES
+
+
+class _LinearRowPieceForwardKL(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, hidden, weight, teacher_logits, teacher_rows, temperature: float):
+        z_t = _rows(teacher_logits)
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        step = _piece_rows(weight.shape[0])
+        for i in range(0, hidden.shape[0], step):
+            lp_s, lp_t = _linear_piece(hidden[i:i + step], weight, z_t, teacher_rows[i:i + step], temperature)
+            out[i:i + step] = _fkl(lp_s, lp_t)
+        ctx.save_for_backward(hidden, weight, teacher_logits, teacher_rows)
+        ctx.temperature = temperature
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        hidden, weight, teacher_logits, teacher_rows = ctx.saved_tensors
+        z_t, temperature = _rows(teacher_logits), ctx.temperature
+        g = grad_out.reshape(-1, 1).float()
+        grad = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        step = _piece_rows(weight.shape[0])
+        for i in range(0, hidden.shape[0], step):
+            lp_s, lp_t = _linear_piece(hidden[i:i + step], weight, z_t, teacher_rows[i:i + step], temperature)
+            d = lp_t.exp().mul_(g[i:i + step]).neg_()               # d/d lp_s of sum p_t (lp_t - lp_s)
+            d.sub_(lp_s.exp_().mul_(d.sum(-1, keepdim=True)))     # through the log-softmax
+            grad[i:i + step] = _divided(d, temperature).to(weight.dtype).matmul(weight).float()
+        return grad.to(hidden.dtype), None, None, None, None
+
+
+def _linear_piece(hidden, weight, z_t, rows, temperature: float):
+    """The two log-softmaxes of one piece: the head applied to ``hidden``, the teacher rows ``rows``."""
+    z_s = hidden.to(weight.dtype).matmul(weight.transpose(-1, -2))
+    return _piece_log_probs(z_s, z_t.index_select(0, rows), temperature, 1.0)

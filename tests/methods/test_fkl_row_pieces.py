@@ -55,3 +55,57 @@ def test_bfloat16_student_gets_a_bfloat16_gradient(monkeypatch):
     assert out.dtype == torch.float32
     out.sum().backward()
     assert z_s.grad.dtype == torch.bfloat16
+
+
+# -- DSKD's s2t head fused with its FKL (`linear_forward_kl`) ----------------------------------------
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("piece_bytes", [4, 4 * 30 * 3, 4 << 20])   # one row, three rows, all
+def test_linear_forward_kl_equals_head_then_fkl(monkeypatch, temperature, piece_bytes):
+    monkeypatch.setattr(D, "PIECE_BYTES", piece_bytes)
+    torch.manual_seed(11)
+    hidden = torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(30, 5)
+    teacher = torch.randn(2, 6, 30) * 2
+    rows = torch.tensor([0, 2, 3, 5, 7, 8, 11])
+    weights = torch.randn(7)
+    got = D.linear_forward_kl(hidden, weight, teacher, rows, temperature)
+    want = plain_fkl(hidden @ weight.T, teacher.reshape(-1, 30)[rows], temperature, 1.0)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    g_got, = torch.autograd.grad((got * weights).sum(), hidden)
+    g_want, = torch.autograd.grad((want * weights).sum(), hidden)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+def test_cma_terms_take_the_fused_s2t_path_above_the_threshold(monkeypatch):
+    from ctkd_methods import _cma
+    from ctkd_methods._cma import SpaceInputs, cma_terms
+    torch.manual_seed(12)
+    B, L, ds, dt, vs, vt = 2, 6, 4, 6, 20, 30
+
+    def side(d, v, grad):
+        hidden = torch.randn(B, L, d, requires_grad=grad)
+        head = torch.randn(v, d)
+        labels = torch.randint(0, v, (B, L))
+        labels[:, :2] = -100
+        logits = hidden @ head.T
+        return SpaceInputs(logits, hidden, torch.randint(0, v, (B, L)), labels, torch.randn(v, d), head)
+
+    student, teacher = side(ds, vs, True), side(dt, vt, False)
+    proj = dict(query=torch.nn.Linear(2 * ds, 2 * dt), t2s=torch.nn.Linear(dt, ds), s2t=torch.nn.Linear(ds, dt))
+    objective = D.KDObjective("fkl", temperature=2.0)
+
+    def s2t_and_grad():
+        terms = cma_terms(student, teacher, objective=objective, **proj)
+        grad, = torch.autograd.grad(terms.s2t_kd, student.hidden)
+        return terms.s2t_kd, grad
+
+    calls = []
+    real = _cma.linear_forward_kl
+    monkeypatch.setattr(_cma, "linear_forward_kl", lambda *a: calls.append(1) or real(*a))
+    plain = s2t_and_grad()
+    assert not calls
+    monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
+    fused = s2t_and_grad()
+    assert calls
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], plain[1], rtol=1e-4, atol=1e-6)
