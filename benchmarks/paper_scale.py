@@ -231,6 +231,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    from ctkd_bench import _huge_pages
+    _huge_pages.enable()          # as `ctkd-bench run` does for suites of pretrained models
     import torch
 
     from ctkd_bench.defaults import cache_root

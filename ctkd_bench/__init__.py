@@ -3,10 +3,6 @@
 Public API for plugin authors: `Method`, `Needs`, `Paper`, `MethodContext`,
 `hookimpl`, and the batch types. Everything else is internal.
 """
-from . import _huge_pages
-
-_huge_pages.enable()    # before torch's first large CPU allocation (see the module)
-
 from .batch import PairBatch, Side, StudentOutputs, TeacherSignals
 from .hookspecs import hookimpl
 from .method import Method, MethodContext, ModelDims, Needs, Paper
