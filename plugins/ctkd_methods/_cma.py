@@ -43,7 +43,9 @@ Deviations:
   gate's argmax only on the rows whose target logit is the row maximum (``argmax_hits``;
   exactly ``argmax == target``, tested with ties and NaN). Above 32 MB of s2t logits (the
   papers' vocabularies) the s2t head and its FKL run together over pieces of rows
-  (``_divergences.linear_forward_kl``), so the [N, V_t] logits are never built.
+  (``_divergences.linear_forward_kl``), and the t2s head with its CE and argmax gate
+  (``linear_ce_rows``; only the kept rows' logits are built, without a gradient), so neither
+  side's [N, V] logits nor their gradients exist as whole tensors.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._divergences import KDObjective, linear_forward_kl, use_linear_pieces
+from ._divergences import KDObjective, _piece_rows, linear_forward_kl, use_linear_pieces
 
 IGNORE_INDEX = -100
 MASK_FILL = -1e5  # official additive mask; finite so fully masked rows stay uniform, not NaN
@@ -165,13 +167,79 @@ def argmax_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return hits
 
 
-def _student_kd(student_logits: torch.Tensor, m_s: torch.Tensor, t2s_logits: torch.Tensor,
+def _student_kd(student_logits: torch.Tensor, m_s: torch.Tensor, t2s_rows: torch.Tensor,
                 kept: torch.Tensor | None, objective: KDObjective) -> torch.Tensor:
-    """D(z_s || z_t2s) on the target rows (``kept``: only those of them), teacher temperature on."""
+    """D(z_s || z_t2s) on the target rows (``kept``: only those of them), teacher temperature on.
+
+    ``t2s_rows``: the t2s logits of exactly those rows (all target rows when ``kept`` is None).
+    """
     if kept is None:
-        return objective(student_logits[m_s], t2s_logits, use_teacher_temperature=True)
+        return objective(student_logits[m_s], t2s_rows, use_teacher_temperature=True)
     pos = m_s.nonzero()[kept]                  # (b, t) of the kept target rows, in target order
-    return objective(student_logits[pos[:, 0], pos[:, 1]], t2s_logits[kept], use_teacher_temperature=True)
+    return objective(student_logits[pos[:, 0], pos[:, 1]], t2s_rows, use_teacher_temperature=True)
+
+
+def _t2s_terms(rows: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, gate: bool):
+    """(t2s CE sum, argmax hits [N], kept rows or None, the kept rows' t2s logits, detached).
+
+    ``rows`` [N, d_s] the t2s hidden states of the target rows, ``head`` the frozen student head.
+    At the papers' vocabularies the head and its CE go over pieces of rows (`linear_ce_rows`):
+    the [N, V_s] logits are built only for the kept rows, without a gradient.
+    """
+    head = head.detach()
+    if rows.device.type == "cpu" and use_linear_pieces(rows.shape[0], head.shape[0]):
+        ce_rows, correct = linear_ce_rows(rows, head, targets)
+        kept = correct.nonzero().squeeze(-1) if gate else None
+        with torch.no_grad():
+            kept_logits = (rows if kept is None else rows[kept]).matmul(head.transpose(-1, -2))
+        return ce_rows.sum(), correct, kept, kept_logits
+    t2s_logits = rows.matmul(head.transpose(-1, -2))
+    t2s_ce = masked_ce_sum(t2s_logits, targets)
+    correct = argmax_hits(t2s_logits.detach(), targets)
+    # gated: the official term is 0 where the t2s argmax misses, so only the kept rows are computed
+    kept = correct.nonzero().squeeze(-1) if gate else None
+    kept_logits = t2s_logits.detach() if kept is None else t2s_logits.detach()[kept]
+    return t2s_ce, correct, kept, kept_logits
+
+
+def linear_ce_rows(rows: torch.Tensor, head: torch.Tensor, targets: torch.Tensor):
+    """(-log softmax(rows @ head.T)[target] per row [N], argmax == target [N]) over pieces of rows.
+
+    ``masked_ce_sum``'s per-row terms and ``argmax_hits`` of the t2s logits, never building them
+    whole; the backward recomputes each piece: ``d z = (softmax(z) - onehot) g``, ``d rows = d z @ head``.
+    """
+    return _LinearCERows.apply(rows, head, targets)
+
+
+class _LinearCERows(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, rows, head, targets):
+        ce = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
+        hits = torch.empty(rows.shape[0], dtype=torch.bool, device=rows.device)
+        step = _piece_rows(head.shape[0])
+        for i in range(0, rows.shape[0], step):
+            z = rows[i:i + step].matmul(head.transpose(-1, -2)).float()
+            t = targets[i:i + step].unsqueeze(-1)
+            ce[i:i + step] = -torch.log_softmax(z, dim=-1).gather(-1, t).squeeze(-1)
+            hits[i:i + step] = argmax_hits(z, t.squeeze(-1))
+        ctx.save_for_backward(rows, head, targets)
+        ctx.mark_non_differentiable(hits)
+        return ce, hits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_ce, _grad_hits):
+        rows, head, targets = ctx.saved_tensors
+        grad = torch.empty(rows.shape, dtype=torch.float32, device=rows.device)
+        step = _piece_rows(head.shape[0])
+        for i in range(0, rows.shape[0], step):
+            z = rows[i:i + step].matmul(head.transpose(-1, -2)).float()
+            d = torch.softmax(z, dim=-1)
+            d.scatter_add_(-1, targets[i:i + step].unsqueeze(-1), torch.full_like(d[:, :1], -1.0))
+            d.mul_(grad_ce[i:i + step].unsqueeze(-1))
+            grad[i:i + step] = d.to(head.dtype).matmul(head).float()
+        return grad.to(rows.dtype), None, None
 
 
 def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t2s: Projector,
@@ -196,13 +264,9 @@ def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t
     # Heads and divergences run on target rows only ([N, V]); other rows contribute 0 officially.
     t2s_values = project(t2s, teacher_values_in).float()
     t2s_hidden = torch.softmax(align, -1).matmul(t2s_values).to(student.lm_head.dtype)
-    t2s_logits = t2s_hidden[m_s].matmul(student.lm_head.detach().transpose(-1, -2))
-    targets = student.targets[m_s]
-    t2s_ce = masked_ce_sum(t2s_logits, targets)
-    correct = argmax_hits(t2s_logits.detach(), targets)
-    # gated: the official term is 0 where the t2s argmax misses, so only the kept rows are computed
-    kept = correct.nonzero().squeeze(-1) if gate_t2s_kd else None
-    t2s_kd = _student_kd(student.logits, m_s, t2s_logits.detach(), kept, objective).sum()
+    t2s_ce, correct, kept, kept_logits = _t2s_terms(t2s_hidden[m_s], student.lm_head, student.targets[m_s],
+                                                    gate_t2s_kd)
+    t2s_kd = _student_kd(student.logits, m_s, kept_logits, kept, objective).sum()
 
     # student -> teacher space: attend over student positions, read out with the teacher head
     s2t_values = project(s2t, student.hidden).float()

@@ -437,7 +437,8 @@ def test_gated_t2s_kd_on_kept_rows_equals_the_masked_full_computation():
     t2s = torch.randn(5, 7, generator=gen)
     correct = torch.tensor([True, False, True, False, True])
     kd = KDObjective("srkl", temperature=2.0, teacher_temperature=1.3)
-    got = _student_kd(logits, m_s, t2s, correct.nonzero().squeeze(-1), kd).sum()
+    kept = correct.nonzero().squeeze(-1)
+    got = _student_kd(logits, m_s, t2s[kept], kept, kd).sum()       # the kept rows' t2s logits
     (g_got,) = torch.autograd.grad(got, logits)
     want = torch.where(correct, kd(logits[m_s], t2s, use_teacher_temperature=True), 0.0).sum()
     (g_want,) = torch.autograd.grad(want, logits)

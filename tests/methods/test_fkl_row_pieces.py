@@ -76,11 +76,13 @@ def test_linear_forward_kl_equals_head_then_fkl(monkeypatch, temperature, piece_
     torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
 
 
-def test_cma_terms_take_the_fused_s2t_path_above_the_threshold(monkeypatch):
+@pytest.mark.parametrize("gate", [True, False])
+def test_cma_terms_take_the_fused_heads_above_the_threshold(monkeypatch, gate):
+    """Both heads of DSKD-CMA over row pieces (s2t with its FKL, t2s with its CE and argmax gate)
+    give the whole-batch terms and gradients."""
     from ctkd_methods import _cma
     from ctkd_methods._cma import SpaceInputs, cma_terms
-    torch.manual_seed(12)
-    B, L, ds, dt, vs, vt = 2, 6, 4, 6, 20, 30
+    B, L, ds, dt, vs, vt = 2, 6, 4, 6, 6, 30       # a small student vocabulary: the t2s argmax hits often
 
     def side(d, v, grad):
         hidden = torch.randn(B, L, d, requires_grad=grad)
@@ -90,22 +92,36 @@ def test_cma_terms_take_the_fused_s2t_path_above_the_threshold(monkeypatch):
         logits = hidden @ head.T
         return SpaceInputs(logits, hidden, torch.randint(0, v, (B, L)), labels, torch.randn(v, d), head)
 
-    student, teacher = side(ds, vs, True), side(dt, vt, False)
-    proj = dict(query=torch.nn.Linear(2 * ds, 2 * dt), t2s=torch.nn.Linear(dt, ds), s2t=torch.nn.Linear(ds, dt))
     objective = D.KDObjective("fkl", temperature=2.0)
+    for seed in range(100):     # inputs where the t2s argmax hits some targets: the gate keeps some rows
+        torch.manual_seed(seed)
+        student, teacher = side(ds, vs, True), side(dt, vt, False)
+        proj = dict(query=torch.nn.Linear(2 * ds, 2 * dt), t2s=torch.nn.Linear(dt, ds), s2t=torch.nn.Linear(ds, dt))
+        with torch.no_grad():
+            probe = cma_terms(student, teacher, objective=objective, **proj)
+        if 0 < int(probe.t2s_correct) < int(probe.n_student):
+            break
+    params = [student.hidden, *proj["t2s"].parameters(), *proj["s2t"].parameters(), *proj["query"].parameters()]
 
-    def s2t_and_grad():
-        terms = cma_terms(student, teacher, objective=objective, **proj)
-        grad, = torch.autograd.grad(terms.s2t_kd, student.hidden)
-        return terms.s2t_kd, grad
+    def terms_and_grads():
+        terms = cma_terms(student, teacher, objective=objective, gate_t2s_kd=gate, **proj)
+        grads = torch.autograd.grad(terms.kd_sum, params, retain_graph=True)
+        return terms, grads
 
     calls = []
-    real = _cma.linear_forward_kl
-    monkeypatch.setattr(_cma, "linear_forward_kl", lambda *a: calls.append(1) or real(*a))
-    plain = s2t_and_grad()
+    for name in ("linear_forward_kl", "linear_ce_rows"):
+        real = getattr(_cma, name)
+        monkeypatch.setattr(_cma, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    plain, g_plain = terms_and_grads()
     assert not calls
     monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
-    fused = s2t_and_grad()
-    assert calls
-    torch.testing.assert_close(fused[0], plain[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fused[1], plain[1], rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(D, "PIECE_BYTES", 4 * 30 * 3)                    # three rows per piece
+    fused, g_fused = terms_and_grads()
+    assert sorted(set(calls)) == ["linear_ce_rows", "linear_forward_kl"]
+    assert torch.equal(fused.t2s_correct, plain.t2s_correct)
+    if gate:
+        assert 0 < int(plain.t2s_correct) < int(plain.n_student)
+    for name in ("t2s_ce", "t2s_kd", "s2t_kd"):
+        torch.testing.assert_close(getattr(fused, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
