@@ -121,6 +121,10 @@ def mined_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     rows = content_rows(student_labels)
     gold = torch.zeros_like(student_labels)
     gold[:, :-1] = student_labels[:, 1:].clamp(min=0)
+    if student_logits.device.type == "cpu" and 4 * int(rows.sum()) * max(
+            student_logits.shape[-1], teacher_logits.shape[-1]) > PIECES_FROM_BYTES:
+        return _kd_sum_in_pieces(student_logits, teacher_logits, rows, gold, aligned_teacher_row, stu2tea,
+                                 temperature)
     z_s = at_least_fp32(student_logits[rows]) / temperature                     # [N, V_s]
     lprobs = torch.log_softmax(z_s, dim=-1)
     one_hot_kl = -lprobs.gather(-1, gold[rows].unsqueeze(-1)).squeeze(-1)
@@ -135,6 +139,76 @@ def mined_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     teacher_kl = (target_lp.exp() * (target_lp - lprobs[use_teacher])).sum(-1)
     total = one_hot_kl[~use_teacher].sum() + teacher_kl.sum()
     return total, use_teacher.sum()
+
+
+PIECES_FROM_BYTES = 32 << 20   # the papers' vocabularies: row pieces (tiny keeps the form above)
+PIECE_BYTES = 4 << 20
+
+
+def _kd_sum_in_pieces(student_logits, teacher_logits, rows, gold, aligned_teacher_row, stu2tea, temperature):
+    """`mined_kd_loss` over pieces of rows read by index: no [N, V] tensor is built whole.
+
+    Every content row's target q is a distribution over the student vocabulary (the mapped
+    teacher softmax, or one-hot on the gold token: its KL is then the tempered CE), so each row
+    contributes ``sum q (log q - log p_s)`` and one backward serves both kinds.
+    """
+    flat_rows = rows.reshape(-1).nonzero().squeeze(1)
+    batch_index = flat_rows // rows.shape[1]
+    teacher_row = aligned_teacher_row.reshape(-1)[flat_rows]
+    use_teacher = (teacher_row >= 0) & bool((stu2tea >= 0).any())
+    t_flat = torch.where(use_teacher, batch_index * teacher_logits.shape[1] + teacher_row.clamp(min=0), -1)
+    per_row = _MinedRows.apply(student_logits, flat_rows, gold.reshape(-1)[flat_rows], teacher_logits.detach(),
+                               t_flat, stu2tea, float(temperature))
+    return per_row.sum(), use_teacher.sum()
+
+
+def _mined_targets(z_t, t_rows, gold, stu2tea, v_s: int, temperature: float):
+    """Log-probabilities of the targets of one piece: mapped teacher rows, else one-hot on gold."""
+    n = gold.shape[0]
+    mapped = stu2tea >= 0
+    target = torch.full((n, v_s), NEG, dtype=torch.float32, device=gold.device)
+    has = t_rows >= 0
+    if bool(has.any()):
+        t = at_least_fp32(z_t.index_select(0, t_rows[has])).to(torch.float32)
+        block = target[has]
+        block[:, mapped] = t[:, stu2tea[mapped]]
+        target[has] = block
+    log_q = torch.log_softmax(target / temperature, dim=-1)
+    one_hot = torch.full_like(log_q, float("-inf")).scatter_(-1, gold.unsqueeze(-1), 0.0)
+    return torch.where(has.unsqueeze(-1), log_q, one_hot)
+
+
+class _MinedRows(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, student_logits, s_rows, gold, teacher_logits, t_rows, stu2tea, temperature: float):
+        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        out = torch.empty(s_rows.numel(), dtype=torch.float32)
+        step = max(1, PIECE_BYTES // (4 * max(z_s.shape[-1], z_t.shape[-1])))
+        for i in range(0, s_rows.numel(), step):
+            lp = torch.log_softmax(at_least_fp32(z_s.index_select(0, s_rows[i:i + step])).float() / temperature, -1)
+            log_q = _mined_targets(z_t, t_rows[i:i + step], gold[i:i + step], stu2tea, z_s.shape[-1], temperature)
+            q = log_q.exp()
+            out[i:i + step] = torch.where(q > 0, q * (log_q - lp), 0.0).sum(-1)
+        ctx.save_for_backward(student_logits, s_rows, gold, teacher_logits, t_rows, stu2tea)
+        ctx.temperature, ctx.step = temperature, step
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        student_logits, s_rows, gold, teacher_logits, t_rows, stu2tea = ctx.saved_tensors
+        z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        grad = torch.zeros(z_s.shape, dtype=torch.float32)
+        for i in range(0, s_rows.numel(), ctx.step):
+            rows = s_rows[i:i + ctx.step]
+            lp = torch.log_softmax(at_least_fp32(z_s.index_select(0, rows)).float() / ctx.temperature, -1)
+            q = _mined_targets(z_t, t_rows[i:i + ctx.step], gold[i:i + ctx.step], stu2tea, z_s.shape[-1],
+                               ctx.temperature).exp()
+            d = q.mul_(grad_out[i:i + ctx.step].unsqueeze(-1)).neg_()          # d/d lp of -sum q lp
+            d.sub_(lp.exp_().mul_(d.sum(-1, keepdim=True))).div_(ctx.temperature)
+            grad.index_add_(0, rows, d)
+        return grad.view(student_logits.shape).to(student_logits.dtype), None, None, None, None, None, None
 
 
 class MinED(Method):
