@@ -58,8 +58,10 @@ distances come from a [V_t, V_s] table built in ``prepare`` when the vocabularie
 step, for the whole batch at once (``ctkd_bench.align.dtw_batch``, exact for the integer
 costs). ``_cdm_steps`` batches the rest: the entropy weights are screened with a proven error
 bound so that only the few undecided rows pay for the official float64 entropy (weights
-identical); the merge is one batched product per side; the top-K sets come from a partial
-sort, ties at the K-th value decided by ``torch.topk``. The dynamic map walks only the real
+identical); the merge goes through its non-zero entries (``_cdm_steps.merge_rows``: a step
+averages a few rows, so a dense batched product would cost G x W x V); the top-K sets come from
+a partial sort over pieces of rows, unordered (neither the map nor the KD depends on the order
+within a step), ties at the K-th value decided by ``torch.topk``. The dynamic map walks only the real
 entries of the near lists (``cdm_vocab.dynamic_map``). ``batch_entropy_weights`` and
 ``merge_matrices`` are the straightforward forms the tests compare against.
 """

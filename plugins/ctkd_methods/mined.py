@@ -42,7 +42,9 @@ Deviations (deliberate):
 Implementation (step cost; values identical to ``mined_row_alignment`` per row, tested): the
 rows of a batch not seen before are aligned together (``ctkd_bench.align.dtw_batch``, exact for
 integer edit distances), with the edit distances read from a [V_t, V_s] table built in
-``prepare`` when the vocabularies are small (``_token_cost``).
+``prepare`` when the vocabularies are small (``_token_cost``). Above 32 MB of rows (the papers'
+vocabularies) the KD sum runs over pieces of rows read by index, with one written-out backward
+for teacher and one-hot rows (``_kd_sum_in_pieces``; equal to the whole-batch form, tested).
 """
 from __future__ import annotations
 
@@ -165,14 +167,12 @@ def _kd_sum_in_pieces(student_logits, teacher_logits, rows, gold, aligned_teache
 def _mined_targets(z_t, t_rows, gold, stu2tea, v_s: int, temperature: float):
     """Log-probabilities of the targets of one piece: mapped teacher rows, else one-hot on gold."""
     n = gold.shape[0]
-    mapped = stu2tea >= 0
+    mapped = (stu2tea >= 0).nonzero().squeeze(1)
     target = torch.full((n, v_s), NEG, dtype=torch.float32, device=gold.device)
     has = t_rows >= 0
-    if bool(has.any()):
-        t = at_least_fp32(z_t.index_select(0, t_rows[has])).to(torch.float32)
-        block = target[has]
-        block[:, mapped] = t[:, stu2tea[mapped]]
-        target[has] = block
+    if bool(has.any()):     # one-hot rows read some teacher row too; their targets are replaced below
+        t = z_t.index_select(0, t_rows.clamp(min=0)).index_select(1, stu2tea[mapped])
+        target.index_copy_(1, mapped, t.to(torch.float32))
     log_q = torch.log_softmax(target / temperature, dim=-1)
     one_hot = torch.full_like(log_q, float("-inf")).scatter_(-1, gold.unsqueeze(-1), 0.0)
     return torch.where(has.unsqueeze(-1), log_q, one_hot)
