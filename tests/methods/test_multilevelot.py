@@ -262,62 +262,43 @@ def test_kept_columns_are_torch_topk_values(tied):
     torch.testing.assert_close(g_kept, g_want, rtol=1e-5, atol=1e-9)   # summation order only
 
 
+@pytest.mark.parametrize("with_grad", [False, True])
 @pytest.mark.parametrize("keep_logits", [True, False])
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_constant_side_in_row_pieces_equals_the_whole_batch(monkeypatch, keep_logits, temperature):
-    """The teacher's columns at the papers' vocabularies go piece by piece: the same values."""
+def test_answer_columns_in_row_pieces_equal_the_whole_batch(monkeypatch, with_grad, keep_logits, temperature):
+    """At the papers' vocabularies both sides go piece by piece (the teacher's without a gradient,
+    the student's with a written-out backward): the same values, the autograd gradient."""
     from ctkd_methods import multilevelot
     torch.manual_seed(5)
-    logits = torch.randn(3, 11, 60) * 3
+    base = torch.randn(3, 11, 60) * 3
     labels = torch.full((3, 11), -100)
     labels[0, 2:] = 1
     labels[1, 6:9] = 2
     labels[2, 9:] = 3
-    whole = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v2", keep_logits=keep_logits)
-    monkeypatch.setattr(multilevelot, "PIECES_FROM_BYTES", 0)
-    monkeypatch.setattr(multilevelot, "PIECE_BYTES", 4 * 60 * 3)            # three rows per piece
-    pieces = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v2", keep_logits=keep_logits)
-    assert torch.equal(pieces.sizes, whole.sizes)
-    assert torch.equal(pieces.probs, whole.probs)
-    assert (pieces.logits is None) == (not keep_logits)
-    if keep_logits:
-        assert torch.equal(pieces.logits, whole.logits)
-    # a side that needs a gradient (the student) never takes the pieces
-    grad_side = multilevelot.answer_columns(logits.clone().requires_grad_(True), labels, 1, temperature, 7, "v2")
-    assert grad_side.probs.requires_grad
-
-
-@pytest.mark.parametrize("keep_logits", [True, False])
-@pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_student_side_in_row_pieces_equals_autograd(monkeypatch, keep_logits, temperature):
-    """The student's columns at the papers' vocabularies: same values, the autograd gradient."""
-    from ctkd_methods import multilevelot
-    torch.manual_seed(6)
-    base = torch.randn(2, 10, 50) * 3
-    labels = torch.full((2, 10), -100)
-    labels[0, 3:] = 1
-    labels[1, 6:] = 2
-    weights = torch.randn(2, 20, 7)
+    weights = torch.randn(2, 33, 7)
 
     def run(pieces: bool):
-        logits = base.clone().requires_grad_(True)
+        logits = base.clone().requires_grad_(with_grad)
         with monkeypatch.context() as m:
             if pieces:
                 m.setattr(multilevelot, "PIECES_FROM_BYTES", 0)
-                m.setattr(multilevelot, "PIECE_BYTES", 4 * 50 * 2)           # two rows per piece
-            cols = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v1", keep_logits=keep_logits)
+                m.setattr(multilevelot, "PIECE_BYTES", 4 * 60 * 3)            # three rows per piece
+            cols = multilevelot.answer_columns(logits, labels, 1, temperature, 7, "v2", keep_logits=keep_logits)
+        if not with_grad:
+            return cols, None
         n = cols.probs.shape[0]
-        loss = (cols.probs * weights[0, :n]).sum()
-        if keep_logits:
-            loss = loss + (cols.logits * weights[1, :n]).sum()
+        loss = (cols.probs * weights[0, :n]).sum() + ((cols.logits * weights[1, :n]).sum() if keep_logits else 0)
         loss.backward()
         return cols, logits.grad
 
-    (whole, g_whole), (piecewise, g_pieces) = run(False), run(True)
-    assert torch.equal(piecewise.probs, whole.probs)
+    (whole, g_whole), (pieces, g_pieces) = run(False), run(True)
+    assert torch.equal(pieces.sizes, whole.sizes) and torch.equal(pieces.probs, whole.probs)
+    assert (pieces.logits is None) == (not keep_logits)
     if keep_logits:
-        assert torch.equal(piecewise.logits, whole.logits)
-    torch.testing.assert_close(g_pieces, g_whole, rtol=1e-4, atol=1e-6)
+        assert torch.equal(pieces.logits, whole.logits)
+    if with_grad:
+        assert "ColumnsInPieces" in type(pieces.probs.grad_fn).__name__      # the written-out backward ran
+        torch.testing.assert_close(g_pieces, g_whole, rtol=1e-4, atol=1e-6)
 
 
 def test_two_pass_std_equals_torch_std_to_rounding():
