@@ -56,7 +56,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._divergences import KDObjective, _piece_rows, linear_forward_kl, use_linear_pieces
+from . import _pieces
+from ._divergences import KDObjective, linear_forward_kl
 
 IGNORE_INDEX = -100
 MASK_FILL = -1e5  # official additive mask; finite so fully masked rows stay uniform, not NaN
@@ -187,7 +188,7 @@ def _t2s_terms(rows: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, ga
     the [N, V_s] logits are built only for the kept rows, without a gradient.
     """
     head = head.detach()
-    if rows.device.type == "cpu" and use_linear_pieces(rows.shape[0], head.shape[0]):
+    if rows.device.type == "cpu" and _pieces.use_pieces(rows.shape[0], head.shape[0]):
         ce_rows, correct = linear_ce_rows(rows, head, targets)
         kept = correct.nonzero().squeeze(-1) if gate else None
         with torch.no_grad():
@@ -217,7 +218,7 @@ class _LinearCERows(torch.autograd.Function):
     def forward(ctx, rows, head, targets):
         ce = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
         hits = torch.empty(rows.shape[0], dtype=torch.bool, device=rows.device)
-        step = _piece_rows(head.shape[0])
+        step = _pieces.rows_per_piece(head.shape[0])
         for i in range(0, rows.shape[0], step):
             z = rows[i:i + step].matmul(head.transpose(-1, -2)).float()
             t = targets[i:i + step].unsqueeze(-1)
@@ -232,7 +233,7 @@ class _LinearCERows(torch.autograd.Function):
     def backward(ctx, grad_ce, _grad_hits):
         rows, head, targets = ctx.saved_tensors
         grad = torch.empty(rows.shape, dtype=torch.float32, device=rows.device)
-        step = _piece_rows(head.shape[0])
+        step = _pieces.rows_per_piece(head.shape[0])
         for i in range(0, rows.shape[0], step):
             z = rows[i:i + step].matmul(head.transpose(-1, -2)).float()
             d = torch.softmax(z, dim=-1)
@@ -272,7 +273,7 @@ def cma_terms(student: SpaceInputs, teacher: SpaceInputs, *, query: Projector, t
     s2t_values = project(s2t, student.hidden).float()
     s2t_hidden = torch.softmax(align.transpose(-1, -2), -1).matmul(s2t_values).to(teacher.lm_head.dtype)
     rows_t = s2t_hidden[m_t]
-    if rows_t.device.type == "cpu" and use_linear_pieces(rows_t.shape[0], teacher.lm_head.shape[0]):
+    if rows_t.device.type == "cpu" and _pieces.use_pieces(rows_t.shape[0], teacher.lm_head.shape[0]):
         # the papers' vocabularies: head and FKL over pieces of rows, no [N, V] tensors
         flat_t = m_t.reshape(-1).nonzero().squeeze(1)
         s2t_kd = linear_forward_kl(rows_t, teacher.lm_head, teacher.logits, flat_t, objective.temperature).sum()

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _pieces
+
 OBJECTIVES = ("fkl", "rkl", "js", "skl", "srkl", "akl")
 # The official --kd-objective spellings, accepted as aliases.
 OFFICIAL_NAMES = {
@@ -130,7 +132,8 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     divided by ``temperature``; teacher logits by ``temperature * teacher_temperature``.
     """
     key = canonical_objective(objective)
-    if (key == "fkl" and 4 * student_logits.numel() > PIECES_FROM_BYTES
+    if (key == "fkl" and _pieces.use_pieces(student_logits.numel() // max(1, student_logits.shape[-1]),
+                                              student_logits.shape[-1])
             and not (torch.is_grad_enabled() and teacher_logits.requires_grad)):
         return _RowPieceForwardKL.apply(student_logits, teacher_logits, temperature, teacher_temperature)
     lp_s = torch.log_softmax(_divided(student_logits.float(), temperature), dim=-1)
@@ -148,18 +151,10 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return _akl(lp_s, lp_t, akl_alpha)
 
 
-PIECE_BYTES = 4 << 20          # float32 bytes of one piece of rows
-PIECES_FROM_BYTES = 32 << 20   # smaller inputs take the plain form: no page-fault cost to save,
-                               # and the backward's recomputation would cost more (tiny: +7% DSKD step)
-
-
-def _piece_rows(width: int) -> int:
-    return max(1, PIECE_BYTES // (4 * max(1, width)))
-
 
 class _RowPieceForwardKL(torch.autograd.Function):
     """`_fkl` of ``token_divergence`` (a constant teacher) over pieces of rows of a few MB,
-    for inputs over ``PIECES_FROM_BYTES``.
+    for inputs over ``_pieces.PIECES_FROM_BYTES``.
 
     Whole-batch [tokens x vocabulary] temporaries (at 4 x 256 tokens and Qwen's 151k entries,
     0.6 GB each, about seven per call) are fresh memory the kernel faults in on every step.
@@ -173,7 +168,7 @@ class _RowPieceForwardKL(torch.autograd.Function):
     def forward(ctx, student_logits, teacher_logits, temperature: float, teacher_temperature: float):
         z_s, z_t = _rows(student_logits), _rows(teacher_logits)
         out = torch.empty(z_s.shape[0], dtype=torch.float32, device=z_s.device)
-        step = _piece_rows(z_s.shape[-1])
+        step = _pieces.rows_per_piece(z_s.shape[-1])
         for i in range(0, z_s.shape[0], step):
             lp_s, lp_t = _piece_log_probs(z_s[i:i + step], z_t[i:i + step], temperature, teacher_temperature)
             out[i:i + step] = _fkl(lp_s, lp_t)
@@ -189,7 +184,7 @@ class _RowPieceForwardKL(torch.autograd.Function):
         z_s, z_t = _rows(student_logits), _rows(teacher_logits)
         g = grad_out.reshape(-1, 1).float()
         grad = torch.empty(z_s.shape, dtype=torch.float32, device=z_s.device)
-        step = _piece_rows(z_s.shape[-1])
+        step = _pieces.rows_per_piece(z_s.shape[-1])
         for i in range(0, z_s.shape[0], step):
             lp_s, lp_t = _piece_log_probs(z_s[i:i + step], z_t[i:i + step], temperature, teacher_temperature)
             d = lp_t.exp().mul_(g[i:i + step]).neg_()               # d/d lp_s of sum p_t (lp_t - lp_s)
@@ -224,17 +219,13 @@ def linear_forward_kl(hidden: torch.Tensor, weight: torch.Tensor, teacher_logits
                                           float(temperature))
 
 
-def use_linear_pieces(n_rows: int, vocab: int) -> bool:
-    return 4 * n_rows * vocab > PIECES_FROM_BYTES
-
-
 class _LinearRowPieceForwardKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, teacher_logits, teacher_rows, temperature: float):
         z_t = _rows(teacher_logits)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        step = _piece_rows(weight.shape[0])
+        step = _pieces.rows_per_piece(weight.shape[0])
         for i in range(0, hidden.shape[0], step):
             lp_s, lp_t = _linear_piece(hidden[i:i + step], weight, z_t, teacher_rows[i:i + step], temperature)
             out[i:i + step] = _fkl(lp_s, lp_t)
@@ -249,7 +240,7 @@ class _LinearRowPieceForwardKL(torch.autograd.Function):
         z_t, temperature = _rows(teacher_logits), ctx.temperature
         g = grad_out.reshape(-1, 1).float()
         grad = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
-        step = _piece_rows(weight.shape[0])
+        step = _pieces.rows_per_piece(weight.shape[0])
         for i in range(0, hidden.shape[0], step):
             lp_s, lp_t = _linear_piece(hidden[i:i + step], weight, z_t, teacher_rows[i:i + step], temperature)
             d = lp_t.exp().mul_(g[i:i + step]).neg_()               # d/d lp_s of sum p_t (lp_t - lp_s)

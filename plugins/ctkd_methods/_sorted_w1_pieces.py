@@ -20,12 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PIECE_BYTES = 4 << 20          # float32 bytes of the wider side of one piece of rows
-PIECES_FROM_BYTES = 32 << 20   # smaller inputs keep the whole-batch form (bit-identical to before)
-
-
-def use_pieces(n_rows: int, v_s: int, v_t: int) -> bool:
-    return 4 * n_rows * max(v_s, v_t) > PIECES_FROM_BYTES
+from ctkd_methods import _pieces
 
 
 def sorted_w1_rows(student_logits: torch.Tensor, s_rows: torch.Tensor, teacher_logits: torch.Tensor,
@@ -98,7 +93,7 @@ class _SortedW1Rows(torch.autograd.Function):
         n = s_rows.numel()
         out = torch.empty(n, dtype=torch.float32)
         signs = np.empty((n, z_s.shape[-1]), dtype=np.int8)
-        step = max(1, PIECE_BYTES // (4 * max(z_s.shape[-1], z_t.shape[-1])))
+        step = _pieces.rows_per_piece(max(z_s.shape[-1], z_t.shape[-1]))
         with torch.no_grad():
             for i in range(0, n, step):
                 p = _probs(z_s, s_rows[i:i + step], t_s)

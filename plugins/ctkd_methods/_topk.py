@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-PIECE_BYTES = 4 << 20      # rows per call to the numpy path: its copies stay cache-sized
+from ctkd_methods import _pieces
 
 
 def topk_ids(z: torch.Tensor, k: int, ordered: bool = True) -> torch.Tensor:
@@ -27,7 +26,7 @@ def topk_ids(z: torch.Tensor, k: int, ordered: bool = True) -> torch.Tensor:
     n, v = z.shape
     if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64) or not 0 < k < v or n == 0:
         return z.topk(k, dim=-1).indices
-    step = max(1, PIECE_BYTES // (z.element_size() * v))
+    step = _pieces.rows_per_piece(v, z.element_size())
     if n > step:
         return torch.cat([_topk_ids_cpu(z[i:i + step], k, ordered) for i in range(0, n, step)])
     return _topk_ids_cpu(z, k, ordered)

@@ -77,7 +77,8 @@ from ctkd_bench.align.dtw import dtw
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
-from ctkd_methods._cdm_steps import CHUNK_BYTES, merge_batch, merge_rows, screened_entropy_weights
+from ctkd_methods import _pieces
+from ctkd_methods._cdm_steps import merge_batch, merge_rows, screened_entropy_weights
 from ctkd_methods._topk import topk_ids
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
@@ -189,7 +190,7 @@ def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor
     flat = z.reshape(-1, z.shape[-1])
     real = valid.reshape(-1).nonzero().squeeze(1)
     ids = torch.arange(k, device=z.device).repeat(flat.shape[0], 1)
-    step = max(1, CHUNK_BYTES // (4 * flat.shape[-1]))     # large vocabularies: rows in pieces
+    step = _pieces.rows_per_piece(flat.shape[-1])          # large vocabularies: rows in pieces
     for i in range(0, real.numel(), step):
         rows = real[i:i + step]
         ids.index_copy_(0, rows, topk_ids(flat.index_select(0, rows), k, ordered=False))

@@ -57,6 +57,7 @@ from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.align.strings import dtw, mined_vocab_map, normalized_vocab, pairwise_edit_distance, path_maps
 from ctkd_bench.defaults import IGNORE_INDEX
+from ctkd_methods import _pieces
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
 
@@ -123,8 +124,8 @@ def mined_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     rows = content_rows(student_labels)
     gold = torch.zeros_like(student_labels)
     gold[:, :-1] = student_labels[:, 1:].clamp(min=0)
-    if student_logits.device.type == "cpu" and 4 * int(rows.sum()) * max(
-            student_logits.shape[-1], teacher_logits.shape[-1]) > PIECES_FROM_BYTES:
+    if student_logits.device.type == "cpu" and _pieces.use_pieces(
+            int(rows.sum()), max(student_logits.shape[-1], teacher_logits.shape[-1])):
         return _kd_sum_in_pieces(student_logits, teacher_logits, rows, gold, aligned_teacher_row, stu2tea,
                                  temperature)
     z_s = at_least_fp32(student_logits[rows]) / temperature                     # [N, V_s]
@@ -141,10 +142,6 @@ def mined_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     teacher_kl = (target_lp.exp() * (target_lp - lprobs[use_teacher])).sum(-1)
     total = one_hot_kl[~use_teacher].sum() + teacher_kl.sum()
     return total, use_teacher.sum()
-
-
-PIECES_FROM_BYTES = 32 << 20   # the papers' vocabularies: row pieces (tiny keeps the form above)
-PIECE_BYTES = 4 << 20
 
 
 def _kd_sum_in_pieces(student_logits, teacher_logits, rows, gold, aligned_teacher_row, stu2tea, temperature):
@@ -184,7 +181,7 @@ class _MinedRows(torch.autograd.Function):
     def forward(ctx, student_logits, s_rows, gold, teacher_logits, t_rows, stu2tea, temperature: float):
         z_s, z_t = student_logits.reshape(-1, student_logits.shape[-1]), teacher_logits.reshape(-1, teacher_logits.shape[-1])
         out = torch.empty(s_rows.numel(), dtype=torch.float32)
-        step = max(1, PIECE_BYTES // (4 * max(z_s.shape[-1], z_t.shape[-1])))
+        step = _pieces.rows_per_piece(max(z_s.shape[-1], z_t.shape[-1]))
         for i in range(0, s_rows.numel(), step):
             lp = torch.log_softmax(at_least_fp32(z_s.index_select(0, s_rows[i:i + step])).float() / temperature, -1)
             log_q = _mined_targets(z_t, t_rows[i:i + step], gold[i:i + step], stu2tea, z_s.shape[-1], temperature)

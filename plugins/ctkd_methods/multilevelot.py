@@ -65,6 +65,7 @@ import torch
 
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.errors import ConfigError
+from ctkd_methods import _pieces
 from ctkd_methods._topk import topk_ids
 from ctkd_methods.uld import at_least_fp32
 
@@ -131,9 +132,8 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
     by `AnswerColumns.laid_out` (their softmax is masked to 0, so their kept values are 0).
     """
     selected, sizes = answer_rows(labels, drop_last)
-    if version != "head" and logits.device.type == "cpu" and 4 * int(sizes.sum()) * logits.shape[-1] > PIECES_FROM_BYTES:
-        if not (torch.is_grad_enabled() and logits.requires_grad):
-            return _constant_columns_in_pieces(logits, selected, sizes, temperature, k, keep_logits)
+    if version != "head" and logits.device.type == "cpu" and _pieces.use_pieces(int(sizes.sum()), logits.shape[-1]):
+        # rows read by index, piece by piece (the teacher's side simply has no backward)
         index = selected.reshape(-1).nonzero().squeeze(1)
         probs, kept = _ColumnsInPieces.apply(logits, index, float(temperature), k, keep_logits)
         return AnswerColumns(probs, kept if keep_logits else None, sizes)
@@ -149,36 +149,9 @@ def answer_columns(logits: torch.Tensor, labels: torch.Tensor, drop_last: int, t
     return AnswerColumns(probs.gather(-1, ids), z.gather(-1, ids) if keep_logits else None, sizes)
 
 
-PIECES_FROM_BYTES = 32 << 20    # a constant side (the teacher) above this goes in pieces of rows
-PIECE_BYTES = 4 << 20
-
-
-def _constant_columns_in_pieces(logits, selected, sizes, temperature, k, keep_logits) -> AnswerColumns:
-    """`answer_columns` (v1/v2) of a constant side, piece by piece over its answer rows.
-
-    The same row-wise steps on rows read by index: at [1024 x 151k] each whole-batch step
-    would be 0.6 GB of fresh memory per call; here the pieces stay a few MB.
-    """
-    flat = logits.reshape(-1, logits.shape[-1])
-    index = selected.reshape(-1).nonzero().squeeze(1)
-    kk = min(k, flat.shape[-1])
-    step = max(1, PIECE_BYTES // (4 * flat.shape[-1]))
-    probs, kept = [], []
-    for i in range(0, index.numel(), step):
-        z = std_normalize(at_least_fp32(flat.index_select(0, index[i:i + step])))
-        if temperature != 1.0:
-            z = z / temperature
-        p = torch.softmax(z, dim=-1)
-        ids = topk_ids(p, kk)
-        probs.append(p.gather(-1, ids))
-        kept.append(z.gather(-1, ids) if keep_logits else None)
-    empty = flat.new_zeros(0, kk, dtype=torch.promote_types(flat.dtype, torch.float32))
-    return AnswerColumns(torch.cat(probs) if probs else empty,
-                         (torch.cat(kept) if kept else empty) if keep_logits else None, sizes)
-
-
 class _ColumnsInPieces(torch.autograd.Function):
-    """`answer_columns` (v1/v2) of a side with a gradient (the student), over pieces of rows.
+    """`answer_columns` (v1/v2) over pieces of rows read by index (both sides; the student's
+    with a gradient).
 
     Forward: the same row-wise steps as the whole-batch form on rows read by index. Backward:
     each piece recomputes its std, normalised logits and softmax, and applies what autograd
@@ -192,7 +165,7 @@ class _ColumnsInPieces(torch.autograd.Function):
     def forward(ctx, logits, index, temperature: float, k: int, keep_logits: bool):
         flat = logits.reshape(-1, logits.shape[-1])
         kk = min(k, flat.shape[-1])
-        step = max(1, PIECE_BYTES // (4 * flat.shape[-1]))
+        step = _pieces.rows_per_piece(flat.shape[-1])
         dtype = torch.promote_types(flat.dtype, torch.float32)
         probs = torch.empty(index.numel(), kk, dtype=dtype)
         kept = torch.empty(index.numel(), kk, dtype=dtype) if keep_logits else torch.empty(0, dtype=dtype)

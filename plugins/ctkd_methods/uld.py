@@ -55,7 +55,8 @@ import torch
 from ctkd_bench import Method, Needs, Paper, hookimpl
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_bench.errors import ConfigError
-from ctkd_methods._sorted_w1_pieces import sorted_w1_rows, use_pieces
+from ctkd_methods import _pieces
+from ctkd_methods._sorted_w1_pieces import sorted_w1_rows
 
 REDUCTIONS = ("official", "dskd", "cdm")
 # reduction -> (ce_weight, distil_factor, skip_student_eos) of the repo that reports ULD that way
@@ -151,8 +152,8 @@ def uld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     # [B, W] computation gives); then laid out as [B, W] so the reductions below are unchanged
     b_idx = torch.nonzero(is_pair)[:, 0]
     s_sel, t_sel = s_rows[:, :width][is_pair], t_rows[:, :width][is_pair]
-    if student_logits.device.type == "cpu" and use_pieces(len(b_idx), student_logits.shape[-1],
-                                                          teacher_logits.shape[-1]):
+    if student_logits.device.type == "cpu" and _pieces.use_pieces(len(b_idx), max(student_logits.shape[-1],
+                                                                          teacher_logits.shape[-1])):
         pair_dist = sorted_w1_rows(student_logits, b_idx * student_logits.shape[1] + s_sel, teacher_logits,
                                    b_idx * teacher_logits.shape[1] + t_sel,
                                    student_temperature, teacher_temperature)

@@ -183,10 +183,10 @@ def test_kd_loss_and_gradient_equal_the_per_step_reference(bits):
 
 @pytest.mark.parametrize("ordered", [True, False])
 def test_topk_ids_in_row_pieces_equal_one_call(monkeypatch, ordered):
-    from ctkd_methods import _topk
+    from ctkd_methods import _pieces
     g = torch.Generator().manual_seed(4)
     z = torch.randn(23, 50, generator=g)
     z[5] = torch.round(z[5])                       # a tie at the boundary inside a piece
     whole = topk_ids(z, 10, ordered=ordered)
-    monkeypatch.setattr(_topk, "PIECE_BYTES", 4 * 50 * 4)   # four rows per piece
+    monkeypatch.setattr(_pieces, "PIECE_BYTES", 4 * 50 * 4)   # four rows per piece
     assert torch.equal(topk_ids(z, 10, ordered=ordered), whole)

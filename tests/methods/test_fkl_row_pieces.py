@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ctkd_methods import _divergences as D
+from ctkd_methods import _pieces as P
 
 
 def plain_fkl(z_s, z_t, temperature, teacher_temperature):
@@ -16,8 +17,8 @@ def plain_fkl(z_s, z_t, temperature, teacher_temperature):
 @pytest.mark.parametrize("temps", [(1.0, 1.0), (2.0, 1.0), (2.0, 1.5)])
 @pytest.mark.parametrize("piece_bytes", [4, 4 << 20])       # one row per piece, or all rows in one
 def test_row_pieces_equal_the_plain_form(monkeypatch, shape, temps, piece_bytes):
-    monkeypatch.setattr(D, "PIECE_BYTES", piece_bytes)
-    monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(P, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(P, "PIECES_FROM_BYTES", 0)
     torch.manual_seed(sum(shape))
     z_s = (torch.randn(shape) * 3).requires_grad_(True)
     z_t = torch.randn(shape) * 3
@@ -35,13 +36,13 @@ def test_only_big_inputs_go_in_pieces(monkeypatch):
     monkeypatch.setattr(D._RowPieceForwardKL, "apply", lambda *a: calls.append(a) or plain_fkl(a[0], a[1], *a[2:]))
     D.token_divergence(torch.randn(4, 9), torch.randn(4, 9), "fkl")
     assert not calls
-    big = torch.randn(D.PIECES_FROM_BYTES // (4 * 1000) + 1, 1000)
+    big = torch.randn(P.PIECES_FROM_BYTES // (4 * 1000) + 1, 1000)
     D.token_divergence(big, big, "fkl")
     assert len(calls) == 1
 
 
 def test_a_teacher_with_gradient_takes_the_plain_path(monkeypatch):
-    monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(P, "PIECES_FROM_BYTES", 0)
     z_s = torch.randn(4, 9, requires_grad=True)
     z_t = torch.randn(4, 9, requires_grad=True)
     D.token_divergence(z_s, z_t, "fkl").sum().backward()
@@ -49,7 +50,7 @@ def test_a_teacher_with_gradient_takes_the_plain_path(monkeypatch):
 
 
 def test_bfloat16_student_gets_a_bfloat16_gradient(monkeypatch):
-    monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(P, "PIECES_FROM_BYTES", 0)
     z_s = torch.randn(4, 9).bfloat16().requires_grad_(True)
     out = D.token_divergence(z_s, torch.randn(4, 9), "fkl")
     assert out.dtype == torch.float32
@@ -61,7 +62,7 @@ def test_bfloat16_student_gets_a_bfloat16_gradient(monkeypatch):
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 @pytest.mark.parametrize("piece_bytes", [4, 4 * 30 * 3, 4 << 20])   # one row, three rows, all
 def test_linear_forward_kl_equals_head_then_fkl(monkeypatch, temperature, piece_bytes):
-    monkeypatch.setattr(D, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(P, "PIECE_BYTES", piece_bytes)
     torch.manual_seed(11)
     hidden = torch.randn(7, 5, requires_grad=True)
     weight = torch.randn(30, 5)
@@ -114,8 +115,8 @@ def test_cma_terms_take_the_fused_heads_above_the_threshold(monkeypatch, gate):
         monkeypatch.setattr(_cma, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     plain, g_plain = terms_and_grads()
     assert not calls
-    monkeypatch.setattr(D, "PIECES_FROM_BYTES", 0)
-    monkeypatch.setattr(D, "PIECE_BYTES", 4 * 30 * 3)                    # three rows per piece
+    monkeypatch.setattr(P, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(P, "PIECE_BYTES", 4 * 30 * 3)                    # three rows per piece
     fused, g_fused = terms_and_grads()
     assert sorted(set(calls)) == ["linear_ce_rows", "linear_forward_kl"]
     assert torch.equal(fused.t2s_correct, plain.t2s_correct)

@@ -192,7 +192,7 @@ def test_batched_alignment_equals_the_per_row_reference(prepared, side):
 @pytest.mark.parametrize("piece_bytes", [4, 4 * 40 * 3, 1 << 30])    # one row, three rows, all
 def test_kd_sum_in_row_pieces_equals_the_whole_batch_form(monkeypatch, piece_bytes):
     """The papers' vocabularies take row pieces: the same sum, count and gradient."""
-    from ctkd_methods import mined
+    from ctkd_methods import _pieces, mined
     g = torch.Generator().manual_seed(9)
     s_logits = (torch.randn(2, 7, 30, generator=g) * 3).requires_grad_(True)
     t_logits = torch.randn(2, 8, 40, generator=g) * 3
@@ -203,10 +203,14 @@ def test_kd_sum_in_row_pieces_equals_the_whole_batch_form(monkeypatch, piece_byt
     stu2tea = torch.randint(-1, 40, (30,), generator=g)                # -1: unmapped student ids
     whole, n_whole = mined.mined_kd_loss(s_logits, t_logits, labels, aligned, stu2tea, 2.0)
     g_whole, = torch.autograd.grad(whole, s_logits)
-    monkeypatch.setattr(mined, "PIECES_FROM_BYTES", 0)
-    monkeypatch.setattr(mined, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(_pieces, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(_pieces, "PIECE_BYTES", piece_bytes)
+    calls = []
+    real = mined._kd_sum_in_pieces
+    monkeypatch.setattr(mined, "_kd_sum_in_pieces", lambda *a: calls.append(1) or real(*a))
     pieces, n_pieces = mined.mined_kd_loss(s_logits, t_logits, labels, aligned, stu2tea, 2.0)
     g_pieces, = torch.autograd.grad(pieces, s_logits)
+    assert calls
     assert int(n_pieces) == int(n_whole) and 0 < int(n_whole) < int(mined.content_rows(labels).sum())
     torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g_pieces, g_whole, rtol=1e-4, atol=1e-6)

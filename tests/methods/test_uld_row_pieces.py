@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from ctkd_methods import _pieces
 from ctkd_methods import _sorted_w1_pieces as pieces
 from ctkd_methods.uld import sorted_w1_fast, uld_loss
 
@@ -15,7 +16,7 @@ def whole_batch(s_logits, s_rows, t_logits, t_rows, t_s, t_t):
 @pytest.mark.parametrize("v_s,v_t", [(37, 90), (90, 37), (50, 50)])
 @pytest.mark.parametrize("piece_bytes", [1, 4 * 90 * 3, 1 << 30])     # one row, three rows, all
 def test_values_and_gradients_equal_the_whole_batch_form(monkeypatch, v_s, v_t, piece_bytes):
-    monkeypatch.setattr(pieces, "PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(_pieces, "PIECE_BYTES", piece_bytes)
     g = torch.Generator().manual_seed(v_s + v_t)
     s = (torch.randn(3, 7, v_s, generator=g) * 4).requires_grad_(True)
     t = torch.randn(3, 6, v_t, generator=g) * 4
@@ -58,7 +59,7 @@ def test_uld_loss_takes_the_pieces_above_the_threshold(monkeypatch):
     whole.backward()
     grad, s.grad = s.grad.clone(), None
     assert not calls
-    monkeypatch.setattr(pieces, "PIECES_FROM_BYTES", 0)
+    monkeypatch.setattr(_pieces, "PIECES_FROM_BYTES", 0)
     piecewise = uld_loss(s, t, s_lab, t_lab, student_temperature=1.5)
     piecewise.backward()
     assert calls
