@@ -153,8 +153,7 @@ def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
     the dense product up to the order of each step's sum.
     """
     B, G, W = m.shape
-    b, g, w = np.nonzero(m)                      # in order of (b, g): a step's entries are adjacent
-    dst, src, weight = b * G + g, b * W + w, m[b, g, w]
+    dst, src, weight = merge_entries(m)
     first = np.ones(len(dst), dtype=bool)
     first[1:] = dst[1:] != dst[:-1]
     lead_src, lead_weight = np.zeros(B * G, dtype=np.int64), np.zeros(B * G)
@@ -171,3 +170,41 @@ def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
         out.index_add_(0, torch.from_numpy(dst[part]).to(device),
                        rows.mul_(torch.from_numpy(weight[part]).to(device, dtype).unsqueeze(1)))
     return out.view(B, G, cells.shape[-1])
+
+
+def merge_entries(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zero entries of a merge ``m`` [B, G, W]: (step b * G + g, row b * W + w, weight),
+    in order of (b, g), so a step's entries are adjacent."""
+    B, G, W = m.shape
+    b, g, w = np.nonzero(m)
+    return b * G + g, b * W + w, m[b, g, w]
+
+
+class MergedRead(torch.autograd.Function):
+    """Merged student steps read at chosen ids, with the gradient scattered straight to the logits.
+
+    ``forward(logits [B, L, V], values [B, G, S], steps [E], rows [E], weight [E], ids [B * G, S])``
+    returns ``values``: the merged rows (built without autograd) gathered at ``ids``. Merge entry
+    e adds ``weight[e]`` x logit row ``rows[e]`` (an index into ``logits.flatten(0, 1)``) to step
+    ``steps[e]``; ids < 0 are slots without a gradient (masked). The backward is the exact
+    gradient of that gather of a merge of logit rows, written as one ``scatter_add_`` of
+    E x S entries into the logits' gradient: the autograd chain it replaces (gather, merge,
+    content-row selection) zero-fills and adds three dense [rows x V] tensors per step.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, values, steps, rows, weight, ids):
+        ctx.save_for_backward(steps, rows, weight, ids)
+        ctx.logits_shape = logits.shape
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        steps, rows, weight, ids = ctx.saved_tensors
+        vocab = ctx.logits_shape[-1]
+        slot_ids = ids.index_select(0, steps)                                   # [E, S]
+        vals = grad.reshape(ids.shape).index_select(0, steps).mul_(weight.to(grad.dtype).unsqueeze(1))
+        vals = vals.masked_fill_(slot_ids < 0, 0.0)
+        out = torch.zeros(ctx.logits_shape.numel(), dtype=grad.dtype, device=grad.device)
+        out.scatter_add_(0, (rows.unsqueeze(1) * vocab + slot_ids.clamp(min=0)).view(-1), vals.view(-1))
+        return out.view(ctx.logits_shape), None, None, None, None, None

@@ -61,13 +61,19 @@ bound so that only the few undecided rows pay for the official float64 entropy (
 identical); the merge goes through its non-zero entries (``_cdm_steps.merge_rows``: a step
 averages a few rows, so a dense batched product would cost G x W x V); the top-K sets come from
 a partial sort over pieces of rows, unordered (neither the map nor the KD depends on the order
-within a step), ties at the K-th value decided by ``torch.topk``. The dynamic map walks only the real
-entries of the near lists (``cdm_vocab.dynamic_map``). ``batch_entropy_weights`` and
-``merge_matrices`` are the straightforward forms the tests compare against.
+within a step), ties at the K-th value decided by ``torch.topk``; a teacher step that is one
+content row taken whole (most are) reads that row's set from a per-example memo
+(`CDM.teacher_topk`). The dynamic map walks only the real entries of the near lists
+(``cdm_vocab.dynamic_map``); the candidate removals, which depend on the id alone, are vocabulary
+tables (``cdm_vocab.blocked_targets``). The merge runs without autograd; the KD's read of the
+merged student values carries the gradient straight to the logits (``_cdm_steps.MergedRead``).
+``batch_entropy_weights`` and ``merge_matrices`` are the straightforward forms the tests compare
+against.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -78,7 +84,8 @@ from ctkd_bench.align.dtw_batch import dtw_paths_batch
 from ctkd_bench.defaults import IGNORE_INDEX
 from ctkd_methods import cdm_vocab
 from ctkd_methods import _pieces
-from ctkd_methods._cdm_steps import merge_batch, merge_rows, screened_entropy_weights
+from ctkd_methods._cdm_steps import (MergedRead, merge_batch, merge_entries, merge_rows,
+                                     screened_entropy_weights)
 from ctkd_methods._topk import topk_ids
 from ctkd_methods._token_cost import TokenCost
 from ctkd_methods.uld import at_least_fp32
@@ -200,40 +207,37 @@ def real_step_topk(z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor
 def cdm_kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, valid: torch.Tensor, tables: dict, *,
                 top_k: int = 100, temperature: float = 2.0, fix_swapped_roles: bool = False,
                 fix_candidate_filter: bool = False, fix_mask_leak: bool = False,
-                fix_distance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                fix_distance: bool = False, top_t: torch.Tensor | None = None,
+                read_student=None) -> tuple[torch.Tensor, torch.Tensor]:
     """KD on merged steps: ``z_s`` [B, G, V_s] and ``z_t`` [B, G, V_t] **logits** (teacher detached).
 
     ``tables``: ``tea2stu`` [V_t], ``stu2tea`` [V_s] exact maps (-1 none), ``near_t2s`` [V_t, R],
-    ``near_s2t`` [V_s, R] (``cdm_vocab.near_candidates``). Returns (kd, mapped fraction).
+    ``near_s2t`` [V_s, R] (``cdm_vocab.near_candidates``). ``top_t`` [B, G, k]: the teacher's
+    top-k ids per real step when the caller already has them (`real_step_topk`'s sets, any
+    order). ``read_student(ids, drop_zero)``: the student's values at [B, G, S] ids, as
+    `gather_mapped` on ``z_s`` gives them (the caller's way to carry the gradient). Returns
+    (kd, mapped fraction).
     """
     z_t = z_t.detach()
     k = min(top_k, z_s.shape[-1], z_t.shape[-1])
-    top_t, top_s = real_step_topk(z_t, valid, k), real_step_topk(z_s.detach(), valid, k)
-    keep_zero = fix_mask_leak
-
-    def candidates(top, source_exact):
-        # masked_fill, not boolean-index assignment: the same ids without a nonzero() pass
-        cand = top if keep_zero else top.masked_fill(top == 0, -1)   # id 0: the official "unmapped"
-        if not fix_candidate_filter:             # official: removes *target* ids by *source* ids
-            n = source_exact.numel()
-            collide = (cand >= 0) & (cand < n) & (source_exact[cand.clamp(0, n - 1)] < 0)
-            cand = cand.masked_fill(collide, -1)
-        return cand
-
-    def no_zero(ids):
-        return ids if keep_zero else ids.masked_fill(ids == 0, -1)
-
-    stu_of_t = no_zero(cdm_vocab.dynamic_map(top_t, candidates(top_s, tables["tea2stu"]),
-                                             tables["tea2stu"], tables["near_t2s"], valid))
+    if top_t is None:
+        top_t = real_step_topk(z_t, valid, k)
+    top_s = real_step_topk(z_s.detach(), valid, k)
+    drop_zero, official_filter = not fix_mask_leak, not fix_candidate_filter
+    # the candidate removals depend on the target id alone: vocabulary tables, not per-slot passes
+    stu_of_t = cdm_vocab.dynamic_map(
+        top_t, top_s, tables["tea2stu"], tables["near_t2s"], valid,
+        cdm_vocab.blocked_targets(tables["tea2stu"], z_s.shape[-1], drop_zero, official_filter), drop_zero)
     t_masked = torch.where(stu_of_t < 0, torch.full_like(top_t, -1), top_t)
     pool_t = top_t if fix_mask_leak else t_masked   # official: direction 2 sees the masked ids
-    tea_of_s = no_zero(cdm_vocab.dynamic_map(top_s, candidates(pool_t, tables["stu2tea"]),
-                                             tables["stu2tea"], tables["near_s2t"], valid))
+    tea_of_s = cdm_vocab.dynamic_map(
+        top_s, pool_t, tables["stu2tea"], tables["near_s2t"], valid,
+        cdm_vocab.blocked_targets(tables["stu2tea"], z_t.shape[-1], drop_zero, official_filter), drop_zero)
     s_masked = torch.where(tea_of_s < 0, torch.full_like(top_s, -1), top_s)
-    drop_zero = not keep_zero
     # one gather per side (the student's backward then scatters once): [dir-1 slots ; dir-2 slots]
     t1, t2 = gather_mapped(z_t, torch.cat([t_masked, tea_of_s], -1), drop_zero).split(k, -1)
-    s1, s2 = gather_mapped(z_s, torch.cat([stu_of_t, s_masked], -1), drop_zero).split(k, -1)
+    read = read_student or (lambda ids, drop: gather_mapped(z_s, ids, drop))
+    s1, s2 = read(torch.cat([stu_of_t, s_masked], -1), drop_zero).split(k, -1)
     if fix_swapped_roles:
         y, x = torch.cat([t1, t2], -1), torch.cat([s1, s2], -1)
     else:
@@ -271,6 +275,7 @@ class CDM(Method):
     def __init__(self, config=None):
         super().__init__(config)
         self._teacher_w: dict[str, np.ndarray] = {}   # example id -> teacher entropy weights
+        self._teacher_top: dict[str, torch.Tensor] = {}   # example id -> top-K ids of its content rows
 
     def prepare(self, ctx):
         s_tok, t_tok = ctx.student_tokenizer, ctx.teacher_tokenizer
@@ -286,7 +291,7 @@ class CDM(Method):
         self.strings, self.specials = (s_str, t_str), specials
         self.token_cost = TokenCost(t_str, s_str, specials)    # [V_t, V_s] table when small
         ctx.state["cdm_tables"] = self.tables
-        self._teacher_w = {}                          # ids are per cell (track, teacher): start empty
+        self._teacher_w, self._teacher_top = {}, {}    # ids are per cell (track, teacher): start empty
 
     def teacher_weights(self, ids: list[str], cells_t, real_t, sizes) -> np.ndarray:
         """The teacher side's entropy weights [B, W] (4 off ``real_t``), memoised per example.
@@ -306,10 +311,38 @@ class CDM(Method):
             self._teacher_w.setdefault(i, row[:n].copy())
         return w_t
 
+    def teacher_topk(self, ids: list[str], merge: "Merge", k: int) -> torch.Tensor:
+        """Top-k ids [B, G, k] of the merged teacher steps (unordered, as `real_step_topk`).
+
+        Most steps are one teacher content row taken whole (merge weight exactly 1): such a step
+        *is* that row, bit for bit, and a row's top-k set never changes, so it comes from a
+        per-example memo of all its content rows' sets (computed once per cell, like the
+        weights). Only the steps that average several rows are selected afresh.
+        """
+        m_t, cells, sizes = merge.m_t, merge.cells_t, merge.n_t.tolist()
+        B, G, W = m_t.shape
+        missing = [b for b, (i, n) in enumerate(zip(ids, sizes))
+                   if (got := self._teacher_top.get(i)) is None or got.shape != (n, k)]
+        if missing:
+            rows = torch.cat([cells[b, :sizes[b]] for b in missing])
+            found = topk_ids(rows, k, ordered=False).split([sizes[b] for b in missing])
+            for b, top in zip(missing, found):
+                self._teacher_top.setdefault(ids[b], top)
+        table = torch.arange(k).repeat(B * W, 1)                # padded rows: distinct ids
+        for b, i in enumerate(ids):
+            table[b * W:b * W + sizes[b]] = self._teacher_top[i]
+        whole = (np.count_nonzero(m_t, axis=2) == 1) & (m_t.max(2, initial=0.0) == 1.0)
+        source = torch.from_numpy(np.arange(B)[:, None] * W + m_t.argmax(2))
+        top = table.index_select(0, source.view(-1)).view(B, G, k)
+        fresh = merge.valid & ~torch.from_numpy(whole)
+        if bool(fresh.any()):
+            top[fresh] = real_step_topk(merge.z_t[fresh].unsqueeze(0), fresh.new_ones(1, int(fresh.sum())), k)[0]
+        return top
+
     @staticmethod
     def content_cells(labels: torch.Tensor, logits: torch.Tensor, shift: int):
         """Each row's content-position logit rows, left-aligned: (cells [B, W, V], positions [B, W],
-        real [B, W] bool, sizes [B]). Cells past a row's size hold some other row of the same
+        real [B, W] bool, sizes [B], rows [B, W]: their indices in ``logits.flatten(0, 1)``). Cells past a row's size hold some other row of the same
         sequence (finite; the merge gives them weight 0). One ``index_select`` for the batch keeps
         the backward to one ``index_add``.
         """
@@ -318,40 +351,78 @@ class CDM(Method):
         # fix_row_shift: the row before a token predicts it (a row at position 0 has none: itself)
         flat = torch.arange(len(pos), device=pos.device).unsqueeze(1) * labels.shape[1] + (pos - shift).clamp(min=0)
         cells = logits.flatten(0, 1).index_select(0, flat.view(-1)).view(*flat.shape, logits.shape[-1])
-        return cells, pos, real, sizes
+        return cells, pos, real, sizes, flat
 
     def merged_steps(self, batch, s_logits, t_logits):
         """DTW + merge of every row at once, padded: (Z_s [B, G, V_s], Z_t [B, G, V_t], valid [B, G])."""
+        merge = self.merge(batch, s_logits, t_logits)
+        return merge.z_s, merge.z_t, merge.valid
+
+    def merge(self, batch, s_logits, t_logits) -> "Merge":
+        """`merged_steps`, with the teacher's merge matrix and content rows kept for `teacher_topk`."""
         shift = int(self.config.fix_row_shift)
-        cells_s, s_pos, real_s, n_s = self.content_cells(batch.student.labels, s_logits, shift)
-        cells_t, t_pos, real_t, n_t = self.content_cells(batch.teacher.labels, t_logits, shift)
+        cells_s, s_pos, real_s, n_s, rows_s = self.content_cells(batch.student.labels, s_logits, shift)
+        cells_t, t_pos, real_t, n_t, _ = self.content_cells(batch.teacher.labels, t_logits, shift)
         w_s = screened_entropy_weights(cells_s, real_s, weights_from_entropy).cpu().numpy()
         w_t = self.teacher_weights(batch.ids, cells_t, real_t, n_t)
         s_ids = batch.student.input_ids.gather(1, s_pos).cpu().numpy()
         t_ids = batch.teacher.input_ids.gather(1, t_pos).cpu().numpy()
-        n_s, n_t = n_s.tolist(), n_t.tolist()
-        cost = np.zeros((len(n_s), t_ids.shape[1], s_ids.shape[1]))
-        for b, (nt, ns) in enumerate(zip(n_t, n_s)):
-            cost[b, :nt, :ns] = self.token_cost(t_ids[b, :nt], s_ids[b, :ns])
+        ns, nt = n_s.tolist(), n_t.tolist()
+        cost = np.zeros((len(ns), t_ids.shape[1], s_ids.shape[1]))
+        for b, (i, j) in enumerate(zip(nt, ns)):
+            cost[b, :i, :j] = self.token_cost(t_ids[b, :i], s_ids[b, :j])
         # integer edit distances times integer weights: exact, as the per-pair dtw's products
-        on_path = dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], n_t, n_s)
-        m_t, m_s, sizes = merge_batch(on_path, n_t, n_s)
+        on_path = dtw_paths_batch(cost * w_t[:, :, None] * w_s[:, None, :], nt, ns)
+        m_t, m_s, sizes = merge_batch(on_path, nt, ns)
         z_s, z_t = merge_rows(m_s, cells_s), merge_rows(m_t, cells_t)
         sizes = torch.from_numpy(sizes).to(s_logits.device)
         valid = torch.arange(z_s.shape[1], device=s_logits.device) < sizes.unsqueeze(1)
-        return z_s, z_t, valid
+        return Merge(z_s, z_t, valid, m_t, cells_t, n_t, m_s, rows_s)
 
     def loss(self, batch, student, teacher):
         cfg = self.config
         z_s, z_t = at_least_fp32(student.logits), at_least_fp32(teacher.logits.detach())
-        m_s, m_t, valid = self.merged_steps(batch, z_s, z_t)
+        # the merge and the top-k run without autograd; the KD's read of the student carries the gradient
+        merge = self.merge(batch, z_s.detach(), z_t)
+        k = min(cfg.top_k, z_s.shape[-1], z_t.shape[-1])
+        top_t = self.teacher_topk(batch.ids, merge, k) if z_s.device.type == "cpu" else None
         tables = {k: v.to(z_s.device) for k, v in self.tables.items()}
-        kd, mapped = cdm_kd_loss(m_s, m_t, valid, tables, top_k=cfg.top_k, temperature=cfg.kd_temperature,
-                                 fix_swapped_roles=cfg.fix_swapped_roles,
+        kd, mapped = cdm_kd_loss(merge.z_s, merge.z_t, merge.valid, tables, top_k=cfg.top_k,
+                                 temperature=cfg.kd_temperature, fix_swapped_roles=cfg.fix_swapped_roles,
                                  fix_candidate_filter=cfg.fix_candidate_filter,
-                                 fix_mask_leak=cfg.fix_mask_leak, fix_distance=cfg.fix_distance)
+                                 fix_mask_leak=cfg.fix_mask_leak, fix_distance=cfg.fix_distance, top_t=top_t,
+                                 read_student=student_reader(merge, z_s))
         total = cfg.kd_alpha * student.ce + (1.0 - cfg.kd_alpha) * kd
         return {"loss": total, "ce": student.ce, "kd": kd.detach(), "mapped_frac": mapped.detach().float()}
+
+
+class Merge(NamedTuple):
+    """One batch's merged steps (`CDM.merge`): the padded steps of both sides and their mask, plus
+    the teacher's merge matrix [B, G, W] (float64), content rows [B, W, V_t] and sizes [B]."""
+    z_s: torch.Tensor
+    z_t: torch.Tensor
+    valid: torch.Tensor
+    m_t: np.ndarray
+    cells_t: torch.Tensor
+    n_t: torch.Tensor
+    m_s: np.ndarray
+    rows_s: torch.Tensor
+
+
+def student_reader(merge: Merge, logits: torch.Tensor):
+    """`cdm_kd_loss`'s ``read_student`` for a merge built from detached student ``logits``: the values
+    `gather_mapped` reads from ``merge.z_s``, with the gradient sent to ``logits`` by `MergedRead`."""
+    steps, cells, weight = merge_entries(merge.m_s)
+    device = logits.device
+    rows = merge.rows_s.reshape(-1).index_select(0, torch.from_numpy(cells).to(device))
+    steps, weight = torch.from_numpy(steps).to(device), torch.from_numpy(weight).to(device)
+
+    def read(ids: torch.Tensor, drop_zero: bool) -> torch.Tensor:
+        values = gather_mapped(merge.z_s, ids, drop_zero)
+        off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
+        live = ids.masked_fill(off, -1).reshape(-1, ids.shape[-1])
+        return MergedRead.apply(logits, values, steps, rows, weight, live)
+    return read
 
 
 @hookimpl

@@ -19,6 +19,8 @@ with id 0 is always dropped, is reproduced where the caller asks for it).
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -102,18 +104,49 @@ def _near_lists(src, tgt, rows, cols, t_len, la, threshold, specials, cap) -> di
 
 
 def dynamic_map(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,
-                near: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                near: torch.Tensor, valid: torch.Tensor, blocked: torch.Tensor | None = None,
+                zero_unmapped: bool = False) -> torch.Tensor:
     """Target id for every source top-K slot (-1: unmapped); see `dynamic_map_dense` for the contract.
 
     On CPU `dynamic_map_lists` (same values, several times faster); elsewhere `dynamic_map_dense`.
     """
     if src_top.device.type == "cpu":
-        return dynamic_map_lists(src_top, cand_top, exact, near, valid)
-    return dynamic_map_dense(src_top, cand_top, exact, near, valid)
+        return dynamic_map_lists(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
+    return dynamic_map_dense(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
+
+
+def blocked_targets(source_exact: torch.Tensor, n_targets: int, block_zero: bool,
+                    official_filter: bool) -> torch.Tensor:
+    """[n_targets] bool: target ids the official code removes from *every* step's candidates.
+
+    Both removals depend on the id alone, so they are a vocabulary table, not a per-slot pass:
+    id 0 (the official "unmapped" sentinel) when ``block_zero``; with ``official_filter``, the
+    target ids ``c`` whose *source*-vocabulary entry ``source_exact[c]`` has no exact match
+    (the official filter indexes the source map by target ids: CDM's quirk 3).
+    """
+    out = torch.zeros(n_targets, dtype=torch.bool, device=source_exact.device)
+    if official_filter:
+        n = min(n_targets, source_exact.numel())
+        out[:n] = source_exact[:n] < 0
+    if block_zero and n_targets:
+        out[0] = True
+    return out
+
+
+def _allowed_columns(blocked: torch.Tensor | None, width: int, device=None) -> torch.Tensor:
+    """[width] bool membership columns that count: not blocked, and not the last (the removed-candidate
+    column, where -1 entries land)."""
+    allowed = torch.ones(width, dtype=torch.bool, device=device)
+    if blocked is not None:
+        n = min(width, blocked.numel())
+        allowed[:n] = ~blocked[:n]
+    allowed[width - 1] = False
+    return allowed
 
 
 def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,
-                      near: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                      near: torch.Tensor, valid: torch.Tensor, blocked: torch.Tensor | None = None,
+                      zero_unmapped: bool = False) -> torch.Tensor:
     """`dynamic_map_dense` in numpy (CPU tensors), walking only the real entries of the near lists.
 
     The near lists are flattened (each source id's entries contiguous, best first); each entry
@@ -122,23 +155,21 @@ def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     """
     B, G, K = src_top.shape
     src = src_top.numpy().reshape(-1)
-    near_np = near.numpy()
-    lens = (near_np >= 0).sum(1)
-    flat = near_np[near_np >= 0]                                    # row-major: by source id, best first
-    em = exact.numpy()[src]
-    searched = (em < 0) & np.repeat(valid.numpy().reshape(-1), K) & (lens[src] > 0)
-    slots = np.flatnonzero(searched)                                # ascending: by row, then step
+    lens, flat, list_start, searchable = _flat_near_lists(near, exact)
+    slots = np.flatnonzero(searchable[src])                         # ascending: by row, then step
+    slots = slots[valid.numpy().reshape(-1)[slots // K]]
     x, step = src[slots], slots // K
     n_entries = lens[x]
     ends = np.cumsum(n_entries)
-    starts = (np.cumsum(lens) - lens)[x]
+    starts = list_start[x]
     cand = flat[np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - n_entries), n_entries)]
     cand_np = cand_top.numpy().reshape(B * G, K)
     width = max(int(flat.max()) if flat.size else 0, int(cand_np.max()) if cand_np.size else 0) + 2
+    allowed = _allowed_columns(blocked, width).numpy()              # the last column: removed (-1) ids
+    column = np.where(cand_np >= 0, cand_np, width - 1)
     present = np.zeros((B * G, width), dtype=bool)
-    cells = np.arange(0, B * G * width, width)[:, None] + np.where(cand_np >= 0, cand_np, width - 1)
-    present.reshape(-1)[cells.reshape(-1)] = True
-    present[:, width - 1] = False                                   # the removed-candidate column
+    present.reshape(-1)[(np.arange(0, B * G * width, width)[:, None] + column).reshape(-1)] = True
+    present &= allowed
     hit = np.flatnonzero(present.reshape(-1)[np.repeat(step * width, n_entries) + cand])
     owner = np.searchsorted(ends, hit, side="right")                # the slot each found entry belongs to
     first = np.ones(len(hit), dtype=bool)
@@ -150,20 +181,49 @@ def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     order = np.argsort(won_key, kind="stable")
     last = np.ones(len(order), dtype=bool)
     last[:-1] = won_key[order][1:] != won_key[order][:-1]
-    table = np.full(B * len(exact), -1, dtype=em.dtype)
+    table = np.full(B * len(exact), -1, dtype=np.int64)
     table[won_key[order][last]] = choice[order][last]
-    out = em.copy()
+    out = _exact_read(exact, zero_unmapped).numpy()[src]
     out[slots] = table[key]
     return torch.from_numpy(out.reshape(B, G, K))
 
 
+_FLAT_NEAR: dict[int, tuple] = {}      # id(near) -> (weak ref, versions, flattened lists)
+
+
+def _flat_near_lists(near: torch.Tensor, exact: torch.Tensor):
+    """``near``'s lists flattened, computed once per table: (lengths [V_src], entries (row-major: by
+    source id, best first), each list's start, searchable [V_src]: no exact match and a non-empty
+    list). Tables do not change after ``prepare``; one edited in place is flattened again."""
+    stamp = (near._version, id(exact), exact._version)
+    got = _FLAT_NEAR.get(id(near))
+    if got is None or got[0]() is not near or got[1] != stamp:
+        near_np = near.numpy()
+        lens = (near_np >= 0).sum(1)
+        searchable = (exact.numpy() < 0) & (lens > 0)
+        if len(_FLAT_NEAR) >= 16:                                  # tables of finished cells
+            _FLAT_NEAR.clear()
+        got = (weakref.ref(near), stamp, (lens, near_np[near_np >= 0], np.cumsum(lens) - lens, searchable))
+        _FLAT_NEAR[id(near)] = got
+    return got[2]
+
+
+def _exact_read(exact: torch.Tensor, zero_unmapped: bool) -> torch.Tensor:
+    """The exact map as the output reads it: with ``zero_unmapped`` an exact target 0 is -1 (the
+    official sentinel; the search still treats such a source id as exactly matched)."""
+    return exact.masked_fill(exact == 0, -1) if zero_unmapped else exact
+
+
 def dynamic_map_dense(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,
-                      near: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                      near: torch.Tensor, valid: torch.Tensor, blocked: torch.Tensor | None = None,
+                      zero_unmapped: bool = False) -> torch.Tensor:
     """Target id for every source top-K slot (-1: unmapped): exact match, else the dynamic one.
 
     ``src_top`` [B, G, K] source ids (distinct within a step); ``cand_top`` [B, G, K] target
     candidates per step (-1 = removed); ``exact`` [V_src] (-1 none); ``near`` [V_src, R] (from
-    ``near_candidates``); ``valid`` [B, G] real steps. Within a row, a source id's dynamic target
+    ``near_candidates``); ``valid`` [B, G] real steps; ``blocked`` [V_tgt] bool: target ids
+    removed from every step's candidates (`blocked_targets`); ``zero_unmapped``: an exact
+    target 0 reads as -1 (`_exact_read`). Within a row, a source id's dynamic target
     is the one chosen at the last step that found one (the official in-place map update).
 
     Only the slots without an exact match are searched: a step's candidate set is a row of a
@@ -179,7 +239,7 @@ def dynamic_map_dense(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     width = max(int(cand_top.max()) if cand_top.numel() else 0, int(near.max()) if near.numel() else 0) + 2
     present = torch.zeros(B * G, width, dtype=torch.bool, device=device)
     present.scatter_(1, torch.where(cand_top >= 0, cand_top, width - 1).view(B * G, K), True)
-    present[:, width - 1] = False                                   # the removed-candidate column
+    present &= _allowed_columns(blocked, width, device)
     cell = (b_idx * G + g_idx).unsqueeze(-1) * width + torch.where(cands >= 0, cands, width - 1)
     member = present.view(-1).take(cell)                            # [M, R]
     first = member.to(torch.int8).argmax(-1, keepdim=True)         # the first member, else 0
@@ -192,6 +252,6 @@ def dynamic_map_dense(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     winner = found & (g_idx == last_step[key])                      # one slot per key (ids distinct per step)
     table = torch.full_like(last_step, -1)
     table[key[winner]] = choice[winner]
-    out = em.clone()
+    out = _exact_read(exact, zero_unmapped)[src_top]
     out[miss] = table[key]
     return out
