@@ -231,8 +231,9 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    from ctkd_bench import _huge_pages
+    from ctkd_bench import _allocator, _huge_pages
     _huge_pages.enable()          # as `ctkd-bench run` does for suites of pretrained models
+    _allocator.keep_freed_memory()    # as `ctkd-bench run` does for every suite
     import torch
 
     from ctkd_bench.defaults import cache_root

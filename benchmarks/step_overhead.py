@@ -44,7 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
 
+    from ctkd_bench import _allocator
     from ctkd_bench.cli.run import parse_methods
+    _allocator.keep_freed_memory()    # as `ctkd-bench run` does before its cells
     from ctkd_bench.defaults import cache_root
     from ctkd_bench.run.environment import SuiteEnvironment
     from ctkd_bench.specs import resolve_suite

@@ -16,7 +16,7 @@ import click
 
 from ..errors import UsageError
 from ..plugins import get_plugin_manager
-from .. import _huge_pages
+from .. import _allocator, _huge_pages
 from ..specs import resolve_suite
 from ..util import did_you_mean
 
@@ -122,6 +122,7 @@ def command(suite, methods, seeds, profile, out, retry_failed, make_report, exec
             click.echo(busy)
     if _huge_pages.wanted(spec):   # pretrained models: large vocabularies (see the module)
         _huge_pages.enable()
+    _allocator.keep_freed_memory()  # each step reuses the last one's memory (see the module)
     from ..run.memory import limited_memory
     from ..run.runner import Runner
     runner = Runner(spec, out, regs, seed_list, retry_failed=retry_failed, echo=click.echo, executor=runs_on)
