@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 _NEG = -1e30
@@ -83,7 +84,10 @@ def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, n
     log_a = torch.where(mask_a, a.clamp_min(1e-38).log(), _NEG)
     log_b = torch.where(mask_b, b.clamp_min(1e-38).log(), _NEG)
     pair = mask_a.unsqueeze(-1) & mask_b.unsqueeze(-2)
-    if _is_fast(logk, pair):       # padded pairs only ever meet exp(-1e30) = 0 potentials
+    fast = _is_fast(logk, pair)
+    if fast and _small_without_grad(logk, log_a, log_b):
+        return _sinkhorn_small(logk, log_a, log_b, pair, a, b, n_iters, tol, rows_last)
+    if fast:                       # padded pairs only ever meet exp(-1e30) = 0 potentials
         K = torch.exp(torch.where(pair, logk, 0.0))
         Kt = K.transpose(1, 2).contiguous()
 
@@ -137,6 +141,50 @@ def _converged(potentials, logk: torch.Tensor, log_marginal: torch.Tensor, mass:
     plan = torch.exp(f.unsqueeze(-1) + logk + g.unsqueeze(-2))
     err = plan.sum(-2) - mass if rows_last else plan.sum(-1) - mass
     return float(err.abs().sum(-1).max()) < tol
+
+
+# Problems up to this many kernel entries, on CPU and without autograd, iterate in numpy: a few
+# hundred entries per batch row make every iteration a dozen calls on tiny arrays, where numpy's
+# per-call cost is a fraction of torch's (EMO's [16 x 14 x 12] plan: 1.2 ms instead of 4.5 ms).
+SMALL_PROBLEM = 1 << 16
+
+
+def _small_without_grad(logk: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> bool:
+    needs_grad = torch.is_grad_enabled() and (logk.requires_grad or log_a.requires_grad or log_b.requires_grad)
+    return logk.device.type == "cpu" and logk.numel() <= SMALL_PROBLEM and not needs_grad
+
+
+def _sinkhorn_small(logk, log_a, log_b, pair, a, b, n_iters, tol, rows_last) -> torch.Tensor:
+    """`sinkhorn`'s matrix-product iterations and early stop in numpy (same steps, same dtype)."""
+    logk, pair = logk.detach().numpy(), pair.numpy()
+    log_a, log_b = log_a.detach().numpy(), log_b.detach().numpy()
+    K = np.exp(np.where(pair, logk, 0.0).astype(logk.dtype))
+    Kt = np.ascontiguousarray(K.transpose(0, 2, 1))
+
+    def log_kv(M, g):              # `_log_kv`: log(exp(g) K^T-product) per batch row
+        top = g.max(-1, keepdims=True)
+        return np.log(np.matmul(np.exp(g - top)[:, None, :], M)[:, 0, :]) + top
+
+    def plan_of(f, g):
+        return np.exp(f[:, :, None] + logk + g[:, None, :])
+
+    first, second = (lambda f: log_kv(K, f), lambda g: log_kv(Kt, g))
+    if not rows_last:
+        first, second = second, first
+    log_first, log_second = (log_b, log_a) if rows_last else (log_a, log_b)
+    mass = (b if rows_last else a).detach().numpy()
+    p_first, p_second = np.zeros_like(log_first), np.zeros_like(log_second)
+    for it in range(n_iters):
+        lse = first(p_second)
+        if tol is not None and it > 0 and float(np.abs(np.exp(p_first + lse) - mass).sum(-1).max()) < 4 * tol:
+            f, g = (p_second, p_first) if rows_last else (p_first, p_second)   # `_converged`'s exact test
+            err = plan_of(f, g).sum(-2 if rows_last else -1) - mass
+            if float(np.abs(err).sum(-1).max()) < tol:
+                break
+        p_first = log_first - lse
+        p_second = log_second - second(p_first)
+    f, g = (p_second, p_first) if rows_last else (p_first, p_second)
+    return torch.from_numpy(np.where(pair, plan_of(f, g), 0.0).astype(logk.dtype, copy=False))
 
 
 def sorted_w1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -326,8 +326,8 @@ class CDM(Method):
         if missing:
             rows = torch.cat([cells[b, :sizes[b]] for b in missing])
             found = topk_ids(rows, k, ordered=False).split([sizes[b] for b in missing])
-            for b, top in zip(missing, found):
-                self._teacher_top.setdefault(ids[b], top)
+            for b, top in zip(missing, found):         # int32: a cell's memo is rows x k ids
+                self._teacher_top.setdefault(ids[b], top.to(torch.int32))
         table = torch.arange(k).repeat(B * W, 1)                # padded rows: distinct ids
         for b, i in enumerate(ids):
             table[b * W:b * W + sizes[b]] = self._teacher_top[i]
@@ -342,9 +342,9 @@ class CDM(Method):
     @staticmethod
     def content_cells(labels: torch.Tensor, logits: torch.Tensor, shift: int):
         """Each row's content-position logit rows, left-aligned: (cells [B, W, V], positions [B, W],
-        real [B, W] bool, sizes [B], rows [B, W]: their indices in ``logits.flatten(0, 1)``). Cells past a row's size hold some other row of the same
-        sequence (finite; the merge gives them weight 0). One ``index_select`` for the batch keeps
-        the backward to one ``index_add``.
+        real [B, W] bool, sizes [B], rows [B, W]: their indices in ``logits.flatten(0, 1)``).
+        Cells past a row's size hold some other row of the same sequence (finite; the merge gives
+        them weight 0). One ``index_select`` for the batch keeps the backward to one ``index_add``.
         """
         pos, sizes = content_positions(labels)
         real = torch.arange(pos.shape[1], device=pos.device) < sizes.unsqueeze(1)

@@ -50,6 +50,28 @@ def test_sinkhorn_equals_plain_scaling(kernel, eps):
         assert torch.allclose(plan[i], plain_sinkhorn(cost[i], a[i], b[i], K, 200), atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows_last", [False, True])
+@pytest.mark.parametrize("tol", [None, 1e-5])
+def test_small_problems_iterate_in_numpy_with_the_torch_loops_values(monkeypatch, dtype, rows_last, tol):
+    import ctkd_bench.align.ot as ot
+    for seed, (kernel, eps) in enumerate([("div", 0.1), ("div", 0.5), ("mul", 2.0)]):
+        cost, a, b = (x.to(dtype) for x in random_problem(seed, B=4, n=9, m=6))
+        calls = []
+        real = ot._sinkhorn_small
+        monkeypatch.setattr(ot, "_sinkhorn_small", lambda *args: calls.append(1) or real(*args))
+        small = sinkhorn(cost, a, b, eps=eps, n_iters=60, kernel=kernel, tol=tol, rows_last=rows_last)
+        monkeypatch.setattr(ot, "SMALL_PROBLEM", 0)                      # the torch loop
+        loop = sinkhorn(cost, a, b, eps=eps, n_iters=60, kernel=kernel, tol=tol, rows_last=rows_last)
+        monkeypatch.undo()
+        assert calls and small.dtype == dtype and small.shape == loop.shape
+        assert torch.allclose(small, loop, rtol=1e-5, atol=1e-7 if dtype == torch.float32 else 1e-13)
+        assert (small[1, -2:] == 0).all() and (small[2, :, -3:] == 0).all()
+    grad_cost = cost.clone().requires_grad_(True)                         # autograd: always the torch loop
+    monkeypatch.setattr(ot, "_sinkhorn_small", lambda *args: pytest.fail("numpy path under autograd"))
+    assert sinkhorn(grad_cost, a, b, eps=0.5, n_iters=5, rows_last=rows_last).requires_grad
+
+
 def test_sinkhorn_kernel_conventions_differ_and_small_eps_is_stable():
     cost, a, b = random_problem(2, holes=False)
     sharp = sinkhorn(cost, a, b, eps=0.1, kernel="div")
