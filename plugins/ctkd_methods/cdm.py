@@ -293,8 +293,17 @@ class CDM(Method):
         ctx.state["cdm_tables"] = self.tables
         self._teacher_w, self._teacher_top = {}, {}    # ids are per cell (track, teacher): start empty
 
-    def teacher_weights(self, ids: list[str], cells_t, real_t, sizes) -> np.ndarray:
-        """The teacher side's entropy weights [B, W] (4 off ``real_t``), memoised per example.
+    @staticmethod
+    def teacher_keys(batch) -> list[tuple[str, bytes]]:
+        """Memo keys of a batch's rows: the example id and its teacher tokens. The teacher's logits
+        are a function of its input, so a memo entry holds for the same id *and* the same teacher
+        input (a padded, truncated or re-prompted copy of an example gets its own)."""
+        ids, real = batch.teacher.input_ids.cpu(), batch.teacher.attention_mask.bool().cpu()
+        return [(i, ids[b][real[b]].numpy().tobytes()) for b, i in enumerate(batch.ids)]
+
+    def teacher_weights(self, ids: list, cells_t, real_t, sizes) -> np.ndarray:
+        """The teacher side's entropy weights [B, W] (4 off ``real_t``), memoised per row key
+        (`teacher_keys`).
 
         A row's weights depend on that example's teacher logits alone (min-max within the row),
         which never change, so each example's are computed once per cell.
@@ -308,16 +317,16 @@ class CDM(Method):
             return out
         w_t = screened_entropy_weights(cells_t, real_t, weights_from_entropy).cpu().numpy()
         for i, row, n in zip(ids, w_t, sizes):
-            self._teacher_w.setdefault(i, row[:n].copy())
+            self._teacher_w[i] = row[:n].copy()
         return w_t
 
-    def teacher_topk(self, ids: list[str], merge: "Merge", k: int) -> torch.Tensor:
+    def teacher_topk(self, ids: list, merge: "Merge", k: int) -> torch.Tensor:
         """Top-k ids [B, G, k] of the merged teacher steps (unordered, as `real_step_topk`).
 
         Most steps are one teacher content row taken whole (merge weight exactly 1): such a step
         *is* that row, bit for bit, and a row's top-k set never changes, so it comes from a
-        per-example memo of all its content rows' sets (computed once per cell, like the
-        weights). Only the steps that average several rows are selected afresh.
+        per-example memo of all its content rows' sets (computed once per cell, keyed like the
+        weights: ``ids`` from `teacher_keys`). Only the steps that average several rows are selected afresh.
         """
         m_t, cells, sizes = merge.m_t, merge.cells_t, merge.n_t.tolist()
         B, G, W = m_t.shape
@@ -327,7 +336,7 @@ class CDM(Method):
             rows = torch.cat([cells[b, :sizes[b]] for b in missing])
             found = topk_ids(rows, k, ordered=False).split([sizes[b] for b in missing])
             for b, top in zip(missing, found):         # int32: a cell's memo is rows x k ids
-                self._teacher_top.setdefault(ids[b], top.to(torch.int32))
+                self._teacher_top[ids[b]] = top.to(torch.int32)
         table = torch.arange(k).repeat(B * W, 1)                # padded rows: distinct ids
         for b, i in enumerate(ids):
             table[b * W:b * W + sizes[b]] = self._teacher_top[i]
@@ -364,7 +373,8 @@ class CDM(Method):
         cells_s, s_pos, real_s, n_s, rows_s = self.content_cells(batch.student.labels, s_logits, shift)
         cells_t, t_pos, real_t, n_t, _ = self.content_cells(batch.teacher.labels, t_logits, shift)
         w_s = screened_entropy_weights(cells_s, real_s, weights_from_entropy).cpu().numpy()
-        w_t = self.teacher_weights(batch.ids, cells_t, real_t, n_t)
+        keys = self.teacher_keys(batch)
+        w_t = self.teacher_weights(keys, cells_t, real_t, n_t)
         s_ids = batch.student.input_ids.gather(1, s_pos).cpu().numpy()
         t_ids = batch.teacher.input_ids.gather(1, t_pos).cpu().numpy()
         ns, nt = n_s.tolist(), n_t.tolist()
@@ -377,7 +387,7 @@ class CDM(Method):
         z_s, z_t = merge_rows(m_s, cells_s), merge_rows(m_t, cells_t)
         sizes = torch.from_numpy(sizes).to(s_logits.device)
         valid = torch.arange(z_s.shape[1], device=s_logits.device) < sizes.unsqueeze(1)
-        return Merge(z_s, z_t, valid, m_t, cells_t, n_t, m_s, rows_s)
+        return Merge(z_s, z_t, valid, m_t, cells_t, n_t, m_s, rows_s, keys)
 
     def loss(self, batch, student, teacher):
         cfg = self.config
@@ -385,7 +395,7 @@ class CDM(Method):
         # the merge and the top-k run without autograd; the KD's read of the student carries the gradient
         merge = self.merge(batch, z_s.detach(), z_t)
         k = min(cfg.top_k, z_s.shape[-1], z_t.shape[-1])
-        top_t = self.teacher_topk(batch.ids, merge, k) if z_s.device.type == "cpu" else None
+        top_t = self.teacher_topk(merge.keys, merge, k) if z_s.device.type == "cpu" else None
         tables = {k: v.to(z_s.device) for k, v in self.tables.items()}
         kd, mapped = cdm_kd_loss(merge.z_s, merge.z_t, merge.valid, tables, top_k=cfg.top_k,
                                  temperature=cfg.kd_temperature, fix_swapped_roles=cfg.fix_swapped_roles,
@@ -398,7 +408,8 @@ class CDM(Method):
 
 class Merge(NamedTuple):
     """One batch's merged steps (`CDM.merge`): the padded steps of both sides and their mask, plus
-    the teacher's merge matrix [B, G, W] (float64), content rows [B, W, V_t] and sizes [B]."""
+    the teacher's merge matrix [B, G, W] (float64), content rows [B, W, V_t] and sizes [B], the
+    student's merge matrix and content-row indices, and the rows' memo keys (`CDM.teacher_keys`)."""
     z_s: torch.Tensor
     z_t: torch.Tensor
     valid: torch.Tensor
@@ -407,6 +418,7 @@ class Merge(NamedTuple):
     n_t: torch.Tensor
     m_s: np.ndarray
     rows_s: torch.Tensor
+    keys: list
 
 
 def student_reader(merge: Merge, logits: torch.Tensor):

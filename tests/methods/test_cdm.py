@@ -317,16 +317,17 @@ def test_memoised_teacher_weights_equal_fresh_ones(prepared):
         student, teacher = toy_forward(pair, method, batch)
     cells, _, real, sizes, _ = CDM.content_cells(batch.teacher.labels, teacher.logits, 0)
     fresh = CDM()
-    first = fresh.teacher_weights(batch.ids, cells, real, sizes)            # computed, then stored
-    assert set(fresh._teacher_w) == set(batch.ids)
-    again = fresh.teacher_weights(batch.ids, cells * 0, real, sizes)        # served from the memo
+    keys = CDM.teacher_keys(batch)
+    first = fresh.teacher_weights(keys, cells, real, sizes)                 # computed, then stored
+    assert set(fresh._teacher_w) == set(keys) and [i for i, _ in keys] == batch.ids
+    again = fresh.teacher_weights(keys, cells * 0, real, sizes)             # served from the memo
     assert np.array_equal(first, again)
     assert np.array_equal(first, batch_entropy_weights(cells[real], real).numpy())
     shorter = real.clone()
     shorter[0, int(sizes[0]) - 1] = False                                   # a length change recomputes
     sizes2 = sizes.clone()
     sizes2[0] -= 1
-    recomputed = fresh.teacher_weights(batch.ids, cells, shorter, sizes2)
+    recomputed = fresh.teacher_weights(keys, cells, shorter, sizes2)
     assert np.array_equal(recomputed, batch_entropy_weights(cells[shorter], shorter).numpy())
 
 
@@ -352,7 +353,7 @@ def test_memoised_teacher_topk_equals_the_topk_of_the_merged_steps(prepared, mon
     real_topk = cdm_module.topk_ids
     monkeypatch.setattr(cdm_module, "topk_ids", lambda z, *a, **kw: rows_selected.append(len(z)) or real_topk(z, *a, **kw))
     for _ in range(2):                                   # filled, then read from the memo
-        got = fresh.teacher_topk(batch.ids, merge, k)
+        got = fresh.teacher_topk(merge.keys, merge, k)
         assert torch.equal(got[merge.valid], want[merge.valid])              # same sets, same order
     # the first call selects over every content row once; afterwards only the averaged steps are new
     averaged = int((merge.valid.numpy() & ~whole).sum())
@@ -390,3 +391,23 @@ def test_flattened_near_lists_follow_an_edited_table():
     assert cdm_vocab._flat_near_lists(near, exact)[1].tolist() == [1, 0, 0, 1]
     exact[1] = 0
     assert cdm_vocab._flat_near_lists(near, exact)[3].tolist() == [True, False]
+
+
+def test_memos_follow_the_teacher_input_not_just_the_example_id(prepared):
+    # the same id and response under another prompt: other teacher logits, so no memo hit
+    pair, method = prepared
+    example = dict(pair.examples[0])
+    reprompted = dict(example, prompt="Sort: b a c\nAnswer:")
+    used = CDM()
+    for name in ("tables", "strings", "specials", "token_cost"):
+        setattr(used, name, getattr(method, name))
+    fresh = CDM()
+    for name in ("tables", "strings", "specials", "token_cost"):
+        setattr(fresh, name, getattr(method, name))
+    first, second = toy_batch(pair, examples=[example]), toy_batch(pair, examples=[reprompted])
+    assert first.ids == second.ids and CDM.teacher_keys(first) != CDM.teacher_keys(second)
+    with torch.no_grad():
+        used.loss(first, *toy_forward(pair, used, first))
+        student, teacher = toy_forward(pair, used, second)
+        assert used.loss(second, student, teacher)["kd"].item() == fresh.loss(second, student, teacher)["kd"].item()
+    assert len(used._teacher_w) == len(used._teacher_top) == 2
