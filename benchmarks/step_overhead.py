@@ -12,8 +12,9 @@ single steps over all rounds (each round starts every method afresh).
 Batches are collated before the clock starts, so the step is forward + loss + backward + optimizer;
 collation, teacher-signal lookup included, is not in it (on tiny `math`, 2 threads: about 1.6 ms
 per step for SFT and 4-5 ms for a method reading teacher logits). Prints ms/step, the ratio to SFT (target: <= 1.5x), student tokens per step
-(every view included) and the ratio per student token (how much of the cost is not explained by
-the student simply running more tokens, e.g. CoT2Align's second, CoT format of every example).
+(every view included), the ratio per student token (how much of the cost is not explained by
+the student simply running more tokens, e.g. CoT2Align's second, CoT format of every example), and
+the middle half of the step-by-step ratios (`paired_spread`: the noise behind each median).
 """
 from __future__ import annotations
 
@@ -76,13 +77,22 @@ def main() -> None:
           f"{__import__('torch').get_num_threads()}, {args.clock} clock")
     # per token: (time / student tokens) relative to SFT's, i.e. the cost not explained by a method
     # training the student on more tokens per step (e.g. CoT2Align's extra CoT view)
-    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10}")
+    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10} {'paired 25-75%':>14}")
     for name, samples in times.items():
         ms = statistics.median(samples) * 1000
         ratio = f"{statistics.median(samples) / base:7.2f}" if base else "      -"
         per_tok = (f"{statistics.median(samples) / tokens[name] / (base / tokens['sft']):10.2f}"
                    if base and tokens.get(name) and tokens.get("sft") else "         -")
-        print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok}")
+        print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok} {paired_spread(samples, times.get('sft')):>14}")
+
+
+def paired_spread(samples: list[float], sft: list[float] | None) -> str:
+    """The middle half of step-by-step ratios to SFT: step i of a method over SFT's step i (the same
+    batch position, a turn apart). How far one step's ratio wanders: the noise behind the median."""
+    if not sft or len(sft) != len(samples) or len(samples) < 4:
+        return "-"
+    quartiles = statistics.quantiles([m / s for m, s in zip(samples, sft)], n=4)
+    return f"{quartiles[0]:.2f}-{quartiles[2]:.2f}"
 
 
 def interleaved_steps(cells: dict, budget, vocab, clock, block: int = 1) -> dict[str, list[float]]:

@@ -47,3 +47,11 @@ def test_main_prints_a_ratio_per_method(step_overhead, isolated_cache, monkeypat
     rows = {line.split()[0]: line.split() for line in lines[-2:]}
     assert set(rows) == {"sft", "uld"}
     assert rows["sft"][2] == "1.00" and float(rows["uld"][2]) > 0
+
+
+def test_paired_spread_is_the_middle_half_of_step_ratios(step_overhead):
+    sft = [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    method = [1.5, 1.2, 3.0, 2.0, 1.4, 1.3, 1.6, 1.1]       # ratios 1.5 1.2 1.5 1.0 1.4 1.3 1.6 1.1
+    assert step_overhead.paired_spread(method, sft) == "1.12-1.50"
+    assert step_overhead.paired_spread(method[:3], sft[:3]) == "-"           # too few steps
+    assert step_overhead.paired_spread(method, None) == "-"
