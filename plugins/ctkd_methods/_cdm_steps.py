@@ -18,21 +18,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ctkd_methods import _pieces
+
 
 UNIT = 2.0 ** -24             # float32 unit roundoff
-
-
-CHUNK_BYTES = 4 << 20          # row-wise work in pieces of about this many bytes of float64
-
-
-def _rows_per_chunk(width: int) -> int:
-    """Rows per piece of row-wise work: its float64 temporaries stay in cache-sized blocks.
-
-    Whole-batch temporaries at the papers' vocabularies ([1024 x 151k] float64 is 1.2 GB) are
-    fresh memory the kernel must fault in on every step; in pieces of a few MB the same
-    row-wise operations give the same bits several times faster (tested bit for bit).
-    """
-    return max(1, CHUNK_BYTES // (8 * max(1, width)))
 
 
 def _row_entropy64(rows: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,7 +30,7 @@ def _row_entropy64(rows: torch.Tensor, index: torch.Tensor | None = None) -> tor
     rows = rows.detach()
     n = rows.shape[0] if index is None else index.numel()
     out = torch.empty(n, dtype=torch.float64, device=rows.device)
-    step = _rows_per_chunk(rows.shape[-1])
+    step = _pieces.rows_per_piece(rows.shape[-1], 8)   # float64 temporaries: same bits in pieces
     for i in range(0, n, step):
         piece = rows[i:i + step] if index is None else rows.index_select(0, index[i:i + step])
         probs = torch.softmax(piece.double(), dim=-1).add_(1e-10)
@@ -64,7 +53,7 @@ def screened_entropy(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows = cells.detach().reshape(-1, cells.shape[-1])
     d_max = torch.empty(rows.shape[0], dtype=torch.float64, device=rows.device)
     total, weighted = torch.empty_like(d_max), torch.empty_like(d_max)
-    step = _rows_per_chunk(rows.shape[-1])
+    step = _pieces.rows_per_piece(rows.shape[-1], 8)   # float64 temporaries: same bits in pieces
     for i in range(0, rows.shape[0], step):          # row-wise: the same bits as one whole-batch pass
         c = rows[i:i + step].float()
         d = c - c.amax(-1, keepdim=True)
@@ -147,7 +136,7 @@ def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
 
     Each step averages a few rows, so the product is a weighted row gather over the non-zero
     entries: every step's first entry in one ``index_select`` (steps without entries: weight 0),
-    the few further entries added with ``index_add_`` (in pieces of about ``CHUNK_BYTES``). The
+    the few further entries added with ``index_add_`` (in pieces, `_pieces.rows_per_piece`). The
     dense product costs G x W x V, seconds per step at Qwen's 151k entries, and a zero-filled
     [B x G, V] output would be fresh memory to fault in. A gradient flows to ``cells``. Equal to
     the dense product up to the order of each step's sum.
@@ -163,7 +152,7 @@ def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
     out = flat.index_select(0, torch.from_numpy(lead_src).to(device))
     out = out.mul_(torch.from_numpy(lead_weight).to(device, dtype).unsqueeze(1))
     rest = np.nonzero(~first)[0]
-    step = max(1, CHUNK_BYTES // (flat.element_size() * max(1, flat.shape[-1])))
+    step = _pieces.rows_per_piece(flat.shape[-1], flat.element_size())
     for i in range(0, len(rest), step):
         part = rest[i:i + step]
         rows = flat.index_select(0, torch.from_numpy(src[part]).to(device))

@@ -52,15 +52,15 @@ def test_screened_entropy_bound_and_weights_equal_the_float64_ones(scale):
     assert torch.equal(got, batch_entropy_weights(cells[real], real))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 8 * 300 * 7, 1 << 40])    # one row, 7 rows, everything
-def test_entropies_in_row_pieces_are_bit_identical(monkeypatch, chunk_bytes):
-    from ctkd_methods import _cdm_steps
+@pytest.mark.parametrize("piece_bytes", [1, 8 * 300 * 7, 1 << 40])    # one row, 7 rows, everything
+def test_entropies_in_row_pieces_are_bit_identical(monkeypatch, piece_bytes):
+    from ctkd_methods import _pieces
     from ctkd_methods.cdm import row_entropy
 
     g = torch.Generator().manual_seed(3)
     cells = torch.randn(5, 9, 300, generator=g) * 3
     whole_estimate, whole_bound = screened_entropy(cells)        # default pieces
-    monkeypatch.setattr(_cdm_steps, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_pieces, "PIECE_BYTES", piece_bytes)
     estimate, bound = screened_entropy(cells)
     assert torch.equal(estimate, whole_estimate) and torch.equal(bound, whole_bound)
     assert torch.equal(_row_entropy64(cells.flatten(0, 1)), row_entropy(cells.flatten(0, 1)))
@@ -93,6 +93,27 @@ def test_merge_batch_equals_per_row_merge_matrices():
         assert groups[b] == G
         assert np.allclose(m_t[b, :G, :n], want_t.numpy()) and np.allclose(m_s[b, :G, :m], want_s.numpy())
         assert not m_t[b, G:].any() and not m_t[b, :, n:].any() and not m_s[b, :, m:].any()
+
+
+
+@pytest.mark.parametrize("piece_bytes", [4 * 11, 1 << 40])              # one row per piece, everything
+def test_merge_rows_equals_the_dense_product_and_its_gradient(monkeypatch, piece_bytes):
+    from ctkd_methods import _pieces
+    from ctkd_methods._cdm_steps import merge_rows
+    monkeypatch.setattr(_pieces, "PIECE_BYTES", piece_bytes)
+    rng = np.random.default_rng(5)
+    on = rng.random((3, 6, 5)) < 0.3
+    on[:, np.arange(5), np.arange(5)] = True                          # every row has a path
+    m, _, _ = merge_batch(on, [6, 4, 6], [5, 5, 2])                   # steps averaging several rows
+    assert (np.count_nonzero(m, axis=2) > 1).any() and not m[1, 4:].any()
+    cells = torch.randn(3, 6, 11, dtype=torch.float64, requires_grad=True)   # the 6 teacher rows
+    weight = torch.randn(3, m.shape[1], 11, dtype=torch.float64)
+    got = merge_rows(m, cells)
+    grad, = torch.autograd.grad((got * weight).sum(), cells)
+    want = torch.bmm(torch.from_numpy(m), cells)
+    want_grad, = torch.autograd.grad((want * weight).sum(), cells)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
 
 
 # -- KD: a per-step loop over the official semantics --------------------------------------------------
