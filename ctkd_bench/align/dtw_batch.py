@@ -6,12 +6,59 @@ Same recursion, border and back-trace ties (diagonal, up, left) as `ctkd_bench.a
 CDM's edit distance times integer weights) every accumulated cost is an exact integer, so
 the paths equal the per-matrix `dtw` paths exactly; non-integer costs are refused.
 
-Cost: one vectorised row recursion over the batch (`dtw._dtw_rows`, batched), one
-vectorised move table, then one pointer walk over the batch (at most n + m - 1 steps).
+Cost: a small C kernel (`ctkd_bench.native`; CDM runs this every step, where numpy's per-call
+cost was most of it) doing the double loop and the back-trace of each matrix; without a C
+compiler, one vectorised row recursion over the batch (`dtw._dtw_rows`, batched), one
+vectorised move table, then one pointer walk over the batch (at most n + m - 1 steps). Both
+give the same paths (tested against each other and against `dtw.dtw`).
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
+
+from ctkd_bench import native
+
+KERNEL = r"""
+#include <math.h>
+#include <stdint.h>
+
+/* For each b: the DTW of cost[b, :n[b], :m[b]] (row-major [B, N, M]) and its back-trace,
+   marked in on[b] (zeroed by the caller). D: scratch of N * M doubles. */
+void dtw_paths(int64_t B, int64_t N, int64_t M, const double *cost, const int64_t *n,
+               const int64_t *m, double *D, uint8_t *on) {
+    for (int64_t b = 0; b < B; b++) {
+        int64_t nb = n[b], mb = m[b];
+        if (nb <= 0 || mb <= 0) continue;
+        const double *c = cost + b * N * M;
+        uint8_t *path = on + b * N * M;
+        for (int64_t i = 0; i < nb; i++) {
+            for (int64_t j = 0; j < mb; j++) {
+                double best = (i == 0 && j == 0) ? 0.0 : INFINITY;
+                if (i > 0 && D[(i - 1) * M + j] < best) best = D[(i - 1) * M + j];
+                if (j > 0 && D[i * M + j - 1] < best) best = D[i * M + j - 1];
+                if (i > 0 && j > 0 && D[(i - 1) * M + j - 1] < best) best = D[(i - 1) * M + j - 1];
+                D[i * M + j] = c[i * M + j] + best;
+            }
+        }
+        int64_t i = nb - 1, j = mb - 1;
+        path[i * M + j] = 1;
+        while (i > 0 || j > 0) {      /* ties: diagonal, then up, then left */
+            double diag = (i > 0 && j > 0) ? D[(i - 1) * M + j - 1] : INFINITY;
+            double up = i > 0 ? D[(i - 1) * M + j] : INFINITY;
+            double left = j > 0 ? D[i * M + j - 1] : INFINITY;
+            if (diag <= up && diag <= left) { i--; j--; }
+            else if (up <= left) { i--; }
+            else { j--; }
+            path[i * M + j] = 1;
+        }
+    }
+}
+"""
+SIGNATURES = {"dtw_paths": (ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, native.array(np.float64),
+                            native.array(np.int64), native.array(np.int64), native.array(np.float64),
+                            native.array(np.uint8))}
 
 
 def dtw_matrix_batch(cost: np.ndarray) -> np.ndarray:
@@ -74,4 +121,14 @@ def dtw_paths_batch(cost: np.ndarray, n, m) -> np.ndarray:
         raise ValueError("dtw_paths_batch needs finite integer-valued costs (use dtw.dtw otherwise)")
     if N == 0 or M == 0:
         return np.zeros((B, N, M), dtype=bool)
-    return backtrace_batch(dtw_matrix_batch(cost), n, m)
+    lib = native.library("dtw_paths", KERNEL, SIGNATURES)
+    if lib is None:
+        return backtrace_batch(dtw_matrix_batch(cost), n, m)
+    return _native_paths(lib, np.ascontiguousarray(cost), n, m)
+
+
+def _native_paths(lib, cost: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
+    B, N, M = cost.shape
+    on = np.zeros((B, N, M), dtype=np.uint8)
+    lib.dtw_paths(B, N, M, cost, np.ascontiguousarray(n), np.ascontiguousarray(m), np.empty(N * M), on)
+    return on.view(bool)

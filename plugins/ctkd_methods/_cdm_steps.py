@@ -15,9 +15,12 @@ Each function returns what its straightforward counterpart in ``ctkd_methods.cdm
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import torch
 
+from ctkd_bench import native
 from ctkd_methods import _pieces
 
 
@@ -159,6 +162,86 @@ def merge_rows(m: np.ndarray, cells: torch.Tensor) -> torch.Tensor:
         out.index_add_(0, torch.from_numpy(dst[part]).to(device),
                        rows.mul_(torch.from_numpy(weight[part]).to(device, dtype).unsqueeze(1)))
     return out.view(B, G, cells.shape[-1])
+
+
+def merged_values(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                  ids: torch.Tensor) -> torch.Tensor:
+    """The merged rows read at ``ids`` [D, S] (ids >= 0), without building them: ``out[d, s] =
+    sum over entries e of step d of weight[e] * flat[rows[e], ids[d, s]]`` ([D, S], no autograd).
+
+    ``flat`` [R, V] logit rows; merge entries as `merge_entries` gives them (``steps`` ascending,
+    ``rows`` indices into ``flat``). The same float32 products and additions, in the same order,
+    as `merge_rows` followed by a gather; a step without entries reads 0.
+    """
+    with torch.no_grad():
+        at = rows.unsqueeze(1) * flat.shape[-1] + ids.index_select(0, steps)
+        values = flat.reshape(-1).take(at).mul_(weight.to(flat.dtype).unsqueeze(1))
+        return torch.zeros(ids.shape, dtype=flat.dtype, device=flat.device).index_add_(0, steps, values)
+
+
+READ_KERNEL = r"""
+#include <stdint.h>
+
+/* merged_values, then the masks of read_merged, in one pass per merge entry: out[d, s] = sum over
+   the entries e of step d (in order) of (float) weight[e] * flat[rows[e], ids[d, s]], the float32
+   products and sums of the torch path; slots whose id is < 0 (or 0 with drop_zero) read
+   `unmapped` and get live id -1. */
+void cdm_merged_read(int64_t E, const int64_t *steps, const int64_t *rows, const double *weight,
+                     const float *flat, int64_t row_stride, int64_t D, int64_t S, const int64_t *ids,
+                     int64_t drop_zero, float unmapped, float *out, int64_t *live) {
+    for (int64_t i = 0; i < D * S; i++) out[i] = 0.0f;
+    for (int64_t e = 0; e < E; e++) {
+        const float *row = flat + rows[e] * row_stride;
+        const int64_t *id = ids + steps[e] * S;
+        float w = (float) weight[e], *o = out + steps[e] * S;
+        for (int64_t s = 0; s < S; s++) o[s] += row[id[s] < 0 ? 0 : id[s]] * w;
+    }
+    for (int64_t i = 0; i < D * S; i++) {
+        int off = ids[i] < 0 || (drop_zero && ids[i] == 0);
+        if (off) out[i] = unmapped;
+        live[i] = off ? -1 : ids[i];
+    }
+}
+"""
+_I64, _F32 = native.array(np.int64), native.array(np.float32)
+READ_SIGNATURES = {"cdm_merged_read": (ctypes.c_int64, _I64, _I64, native.array(np.float64), ctypes.c_void_p,
+                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, _I64, ctypes.c_int64,
+                                       ctypes.c_float, _F32, _I64)}
+
+
+def read_merged(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                ids: torch.Tensor, drop_zero: bool, unmapped: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merged rows read at ``ids`` [D, S] with the unmapped slots masked: (values [D, S], live ids
+    [D, S] with -1 at the masked slots). Masked: ids < 0, and id 0 when ``drop_zero``; they read
+    ``unmapped``. Values as `merged_values` (through a C kernel on CPU when there is a compiler).
+    """
+    lib = native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES) \
+        if flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.stride(-1) == 1 else None
+    if lib is None:
+        off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
+        values = merged_values(flat, steps, rows, weight, ids.clamp(min=0))
+        return values.masked_fill_(off, unmapped), ids.masked_fill(off, -1)
+    D, S = ids.shape
+    ids_np = np.ascontiguousarray(ids.numpy(), dtype=np.int64)
+    out, live = np.empty((D, S), dtype=np.float32), np.empty((D, S), dtype=np.int64)
+    flat = flat.detach()
+    lib.cdm_merged_read(len(steps), steps.numpy(), rows.numpy(), weight.numpy(), flat.data_ptr(),
+                        flat.stride(0), D, S, ids_np, int(drop_zero), unmapped, out, live)
+    return torch.from_numpy(out), torch.from_numpy(live)
+
+
+def merged_rows_at(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
+                   which: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """Whole merged rows [len(which), V] of the steps ``which`` (of ``n_steps``) only, entries as in
+    `merged_values`, in `merge_rows`' float32 order; no autograd."""
+    with torch.no_grad():
+        slot = torch.full((n_steps,), -1, dtype=torch.long, device=flat.device)
+        slot[which] = torch.arange(len(which), device=flat.device)
+        at = slot.index_select(0, steps)
+        keep = at >= 0
+        picked = flat.index_select(0, rows[keep]).mul_(weight[keep].to(flat.dtype).unsqueeze(1))
+        out = torch.zeros(len(which), flat.shape[-1], dtype=flat.dtype, device=flat.device)
+        return out.index_add_(0, at[keep], picked)
 
 
 def merge_entries(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

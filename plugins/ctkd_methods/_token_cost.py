@@ -48,3 +48,17 @@ class TokenCost:
             ub, ib = np.unique(b_ids, return_inverse=True)
             self._memo[key] = self._distances(ua, ub)[ia.reshape(-1)][:, ib.reshape(-1)].astype(np.float64)
         return self._memo[key].copy()
+
+    def batch(self, a_ids: np.ndarray, b_ids: np.ndarray, n_a, n_b) -> np.ndarray:
+        """float64 [B, N, M] costs of each row pair ``a_ids[r, :n_a[r]]`` x ``b_ids[r, :n_b[r]]``, 0 outside
+        (``a_ids`` [B, N], ``b_ids`` [B, M]: id arrays, padded with any valid ids)."""
+        a_ids, b_ids = np.asarray(a_ids, dtype=np.int64), np.asarray(b_ids, dtype=np.int64)
+        B, N, M = len(a_ids), a_ids.shape[1], b_ids.shape[1]
+        inside = (np.arange(N)[None, :, None] < np.asarray(n_a)[:, None, None]) \
+            & (np.arange(M)[None, None, :] < np.asarray(n_b)[:, None, None])
+        if self.table is not None:            # one gather for the batch
+            return np.where(inside, self.table[a_ids[:, :, None], b_ids[:, None, :]], 0).astype(np.float64)
+        cost = np.zeros((B, N, M))
+        for r, (i, j) in enumerate(zip(n_a, n_b)):
+            cost[r, :i, :j] = self(a_ids[r, :i], b_ids[r, :j])
+        return cost

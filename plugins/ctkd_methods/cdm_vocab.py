@@ -11,7 +11,8 @@ read at every slot. Here the same result is computed without a Python loop over 
 candidates within the threshold are precomputed per source id (``near_candidates``, in
 ``prepare``), and a step's choice is the first of them present in that step's target top-K
 (one lookup in a per-step membership table, only for the slots without an exact match).
-Two equal implementations: ``dynamic_map_lists`` (numpy, CPU: only the real entries of each
+Three equal implementations: ``dynamic_map_native`` (a C kernel, CPU, when a C compiler is
+there: `ctkd_bench.native`), ``dynamic_map_lists`` (numpy, CPU: only the real entries of each
 near list) and ``dynamic_map_dense`` (torch, any device: the padded [slots, R] table).
 
 Sentinel: -1 = "no mapping" (the official code uses id 0; its side effect, that a real token
@@ -19,11 +20,13 @@ with id 0 is always dropped, is reproduced where the caller asks for it).
 """
 from __future__ import annotations
 
+import ctypes
 import weakref
 
 import numpy as np
 import torch
 
+from ctkd_bench import native
 from ctkd_bench.align.editdist import pairwise_edit_distance
 from ctkd_bench.align.vocab import normalized_vocab
 
@@ -111,6 +114,9 @@ def dynamic_map(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tens
     On CPU `dynamic_map_lists` (same values, several times faster); elsewhere `dynamic_map_dense`.
     """
     if src_top.device.type == "cpu":
+        lib = native.library("cdm_dynamic_map", KERNEL, SIGNATURES)
+        if lib is not None:
+            return dynamic_map_native(lib, src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
         return dynamic_map_lists(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
     return dynamic_map_dense(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
 
@@ -188,6 +194,74 @@ def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     return torch.from_numpy(out.reshape(B, G, K))
 
 
+KERNEL = r"""
+#include <stdint.h>
+
+/* dynamic_map_lists in one pass per row, steps from last to first: the first step (from the
+   end) whose candidates hold a near entry decides a (row, source id) -- the official map keeps
+   the last step's choice -- so every later lookup of that key is skipped. Written without
+   data-dependent branches where it can be: on this workload mispredicted branches, not memory,
+   are the cost. allowed[width - 1] is 0: removed candidates (-1) land there. */
+void cdm_dynamic_map(int64_t B, int64_t G, int64_t K, const int64_t *src, const int64_t *cand,
+                     const uint8_t *valid, const int64_t *exact_read, const uint8_t *searchable,
+                     const int64_t *starts, const int64_t *lens, const int64_t *entries,
+                     const uint8_t *allowed, int64_t width, int64_t *stamp, int64_t *chosen,
+                     int64_t *decided, int64_t *out) {
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t g = G - 1; g >= 0; g--) {
+            int64_t step = b * G + g, tag = step + 1;
+            if (!valid[step]) continue;
+            const int64_t *c = cand + step * K, *s = src + step * K;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t col = (c[k] >= 0 && c[k] < width) ? c[k] : width - 1;
+                stamp[col] = allowed[col] ? tag : 0;        /* tags are unique per step */
+            }
+            for (int64_t k = 0; k < K; k++) {
+                int64_t x = s[k];
+                int64_t n = (searchable[x] && decided[x] != b + 1) ? lens[x] : 0;
+                const int64_t *list = entries + starts[x];
+                for (int64_t e = 0; e < n; e++) {
+                    if (stamp[list[e]] == tag) { chosen[x] = list[e]; decided[x] = b + 1; break; }
+                }
+            }
+        }
+        for (int64_t step = b * G; step < (b + 1) * G; step++) {
+            const int64_t *s = src + step * K;
+            int64_t *o = out + step * K;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t x = s[k];
+                int64_t dynamic = decided[x] == b + 1 ? chosen[x] : -1;
+                o[k] = (valid[step] && searchable[x]) ? dynamic : exact_read[x];
+            }
+        }
+    }
+}
+"""
+
+_INT, _I64, _U8 = ctypes.c_int64, native.array(np.int64), native.array(np.uint8)
+SIGNATURES = {"cdm_dynamic_map": (_INT, _INT, _INT, _I64, _I64, _U8, _I64, _U8, _I64, _I64, _I64, _U8,
+                                  _INT, _I64, _I64, _I64, _I64)}
+
+
+def dynamic_map_native(lib, src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,
+                       near: torch.Tensor, valid: torch.Tensor, blocked: torch.Tensor | None = None,
+                       zero_unmapped: bool = False) -> torch.Tensor:
+    """`dynamic_map_lists` through the C kernel ``lib`` (`KERNEL`): the same values (CPU tensors)."""
+    B, G, K = src_top.shape
+    lens, flat, list_start, searchable = _flat_near_lists(near, exact)
+    src, cand = src_top.numpy(), cand_top.numpy()
+    width = max(int(flat.max()) if flat.size else 0, int(cand.max()) if cand.size else 0) + 2
+    allowed = _allowed_columns(blocked, width).numpy()
+    exact_read = _exact_read(exact, zero_unmapped).numpy()
+    n_src = len(exact_read)
+    out = np.empty((B, G, K), dtype=np.int64)
+    lib.cdm_dynamic_map(B, G, K, src, cand, valid.numpy().view(np.uint8), exact_read,
+                        searchable.view(np.uint8), list_start, lens, flat, allowed.view(np.uint8), width,
+                        np.zeros(width, dtype=np.int64), np.empty(n_src, dtype=np.int64),
+                        np.zeros(n_src, dtype=np.int64), out)
+    return torch.from_numpy(out)
+
+
 _FLAT_NEAR: dict[int, tuple] = {}      # id(near) -> (weak ref, versions, flattened lists)
 
 
@@ -203,7 +277,9 @@ def _flat_near_lists(near: torch.Tensor, exact: torch.Tensor):
         searchable = (exact.numpy() < 0) & (lens > 0)
         if len(_FLAT_NEAR) >= 16:                                  # tables of finished cells
             _FLAT_NEAR.clear()
-        got = (weakref.ref(near), stamp, (lens, near_np[near_np >= 0], np.cumsum(lens) - lens, searchable))
+        lens = lens.astype(np.int64)                               # int64 throughout: the C kernel's types
+        entries = near_np[near_np >= 0].astype(np.int64)
+        got = (weakref.ref(near), stamp, (lens, entries, np.cumsum(lens) - lens, np.ascontiguousarray(searchable)))
         _FLAT_NEAR[id(near)] = got
     return got[2]
 

@@ -1,9 +1,12 @@
-"""Batched DTW paths equal the per-matrix `dtw.dtw` paths (ties included) on padded batches."""
+"""Batched DTW paths equal the per-matrix `dtw.dtw` paths (ties included) on padded batches, through
+the C kernel and through the numpy path."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctkd_bench import native
+from ctkd_bench.align import dtw_batch
 from ctkd_bench.align.dtw import dtw
 from ctkd_bench.align.dtw_batch import dtw_paths_batch
 
@@ -20,11 +23,21 @@ def padded_batches(draw):
     return cost, [n for n, _ in sizes], [m for _, m in sizes]
 
 
-@settings(max_examples=150, deadline=None)
-@given(padded_batches())
-def test_paths_equal_the_single_matrix_dtw(case):
+@pytest.fixture(params=["native", "numpy"])
+def path_kind(request, monkeypatch):
+    if request.param == "numpy":
+        monkeypatch.setenv("CTKD_NATIVE", "0")
+    elif native.library("dtw_paths", dtw_batch.KERNEL, dtw_batch.SIGNATURES) is None:
+        pytest.skip("no C compiler here")
+    return request.param
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=padded_batches())
+def test_paths_equal_the_single_matrix_dtw(path_kind, case):
     cost, n, m = case
     on = dtw_paths_batch(cost, n, m)
+    assert on.dtype == bool and on.shape == cost.shape
     for b in range(len(n)):
         want = np.zeros(cost.shape[1:], dtype=bool)
         for i, j in dtw(cost[b, :n[b], :m[b]])[1]:
@@ -32,7 +45,7 @@ def test_paths_equal_the_single_matrix_dtw(case):
         assert (on[b] == want).all()
 
 
-def test_hand_path_with_ties_and_padding():
+def test_hand_path_with_ties_and_padding(path_kind):
     # all-zero costs: every move ties and the back-trace takes the diagonal while it can
     # (from the end cell), then walks along the border
     cost = np.zeros((2, 3, 4))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ctkd_bench import native
 from ctkd_bench.align.editdist import edit_distance
 from ctkd_bench.batch import TeacherSignals
 from ctkd_bench.plugins import get_plugin_manager
@@ -65,7 +66,14 @@ def loop_map(src_top, cand_top, exact, src_str, tgt_str, thr):
     return [[exact[x] if exact[x] >= 0 else mapper.get(x, -1) for x in row] for row in src_top]
 
 
-MAPS = [cdm_vocab.dynamic_map_dense, cdm_vocab.dynamic_map_lists]
+def dynamic_map_native(*args, **kwargs):
+    lib = native.library("cdm_dynamic_map", cdm_vocab.KERNEL, cdm_vocab.SIGNATURES)
+    if lib is None:
+        pytest.skip("no C compiler here: the numpy path runs instead")
+    return cdm_vocab.dynamic_map_native(lib, *args, **kwargs)
+
+
+MAPS = [cdm_vocab.dynamic_map_dense, cdm_vocab.dynamic_map_lists, dynamic_map_native]
 
 
 @pytest.mark.parametrize("impl", MAPS)
@@ -249,6 +257,50 @@ def test_token_cost_table_and_per_call_paths_equal_pairwise_distances():
     assert TokenCost(a, b, specials, max_pairs=0).table is None
 
 
+def test_token_cost_of_a_padded_batch_equals_each_row_pair():
+    from ctkd_methods._token_cost import TokenCost
+    rng = np.random.default_rng(3)
+    a, b = ["ab", "</s>", "abc", "", "x", "yz"], ["abd", "<|im_end|>", "b", "ab", "xy"]
+    specials = frozenset({"</s>", "<|im_end|>"})
+    a_ids, b_ids = rng.integers(0, len(a), (4, 7)), rng.integers(0, len(b), (4, 5))
+    n_a, n_b = [7, 3, 0, 5], [5, 5, 2, 0]
+    for max_pairs in (0, 1 << 22):
+        cost = TokenCost(a, b, specials, max_pairs=max_pairs)
+        got = cost.batch(a_ids, b_ids, n_a, n_b)
+        assert got.shape == (4, 7, 5) and got.dtype == np.float64
+        for r in range(4):
+            assert (got[r, :n_a[r], :n_b[r]] == cost(a_ids[r, :n_a[r]], b_ids[r, :n_b[r]])).all()
+            outside = np.ones((7, 5), dtype=bool)
+            outside[:n_a[r], :n_b[r]] = False
+            assert (got[r][outside] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_dynamic_map_equals_the_numpy_one_on_large_random_batches(seed):
+    # many rows and steps, repeated source ids across steps (the "last step wins" rule), removed
+    # and blocked candidates, padded steps, both zero_unmapped settings
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcd") for _ in range(rng.randint(0, 4))) for _ in range(90)]
+    src_str, tgt_str = words[:50], words[50:]
+    exact = torch.tensor([tgt_str.index(s) if s in tgt_str else -1 for s in src_str])
+    exact[rng.randrange(50)] = 0                                    # an exact target 0
+    near = cdm_vocab.near_candidates(src_str, tgt_str, torch.nonzero(exact < 0)[:, 0].tolist(), 0.45,
+                                     specials=frozenset())
+    B, G, K = 5, 9, 12
+    src_top = torch.tensor([[rng.sample(range(50), K) for _ in range(G)] for _ in range(B)])
+    cand_top = torch.tensor([[rng.sample(range(40), K) for _ in range(G)] for _ in range(B)])
+    cand_top[torch.rand(B, G, K, generator=torch.Generator().manual_seed(seed)) < 0.2] = -1
+    valid = torch.arange(G)[None, :] < torch.tensor([9, 4, 0, 7, 1])[:, None]
+    blocked = torch.zeros(40, dtype=torch.bool)
+    blocked[rng.sample(range(40), 8)] = True
+    for zero_unmapped in (False, True):
+        want = cdm_vocab.dynamic_map_lists(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
+        got = dynamic_map_native(src_top, cand_top, exact, near, valid, blocked, zero_unmapped)
+        assert torch.equal(got, want)
+        assert torch.equal(cdm_vocab.dynamic_map_dense(src_top, cand_top, exact, near, valid, blocked,
+                                                       zero_unmapped), want)
+
+
 @pytest.mark.parametrize("impl", MAPS)
 def test_dynamic_map_batched_rows_and_padded_steps_equal_the_loop(impl):
     rng = random.Random(7)
@@ -344,9 +396,9 @@ def test_memoised_teacher_topk_equals_the_topk_of_the_merged_steps(prepared, mon
     merge = fresh.merge(batch, student.logits, teacher.logits)
     m_t = merge.m_t.copy()
     m_t[0, 0, :2], m_t[1, 1, :3] = 0.5, 1 / 3            # two steps that average teacher rows
-    merge = merge._replace(m_t=m_t, z_t=merge_rows(m_t, merge.cells_t))
+    merge = merge._replace(m_t=m_t)
     k = 7
-    want = cdm_module.real_step_topk(merge.z_t, merge.valid, k)
+    want = cdm_module.real_step_topk(merge_rows(m_t, merge.cells_t()), merge.valid, k)
     whole = (np.count_nonzero(merge.m_t, axis=2) == 1) & (merge.m_t.max(2) == 1.0)
     assert whole.sum() > 0 and (merge.valid.numpy() & ~whole).sum() > 0       # both kinds of step
     rows_selected = []
@@ -355,9 +407,16 @@ def test_memoised_teacher_topk_equals_the_topk_of_the_merged_steps(prepared, mon
     for _ in range(2):                                   # filled, then read from the memo
         got = fresh.teacher_topk(merge.keys, merge, k)
         assert torch.equal(got[merge.valid], want[merge.valid])              # same sets, same order
-    # the first call selects over every content row once; afterwards only the averaged steps are new
+    # the first call selects over every content row once, then the averaged steps; the second call
+    # finds both in its memos
     averaged = int((merge.valid.numpy() & ~whole).sum())
-    assert rows_selected[0] == int(merge.n_t.sum()) and rows_selected[1:] == [averaged, averaged]
+    assert rows_selected == [int(merge.n_t.sum()), averaged]
+    m_t[0, 0, :2] = 0.25, 0.75                          # new weights for one averaged step: selected again
+    merge = merge._replace(m_t=m_t)
+    want = cdm_module.real_step_topk(merge_rows(m_t, merge.cells_t()), merge.valid, k)
+    rows_selected.clear()
+    assert torch.equal(fresh.teacher_topk(merge.keys, merge, k)[merge.valid], want[merge.valid])
+    assert rows_selected == [1]
 
 
 @pytest.mark.parametrize("impl", MAPS)

@@ -116,6 +116,63 @@ def test_merge_rows_equals_the_dense_product_and_its_gradient(monkeypatch, piece
     torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
 
 
+def test_merged_values_and_rows_equal_merge_rows_then_a_gather():
+    from ctkd_methods._cdm_steps import merge_entries, merge_rows, merged_rows_at, merged_values
+    rng = np.random.default_rng(6)
+    on = rng.random((3, 6, 5)) < 0.3
+    on[:, np.arange(5), np.arange(5)] = True
+    with np.errstate(invalid="ignore"):
+        m, _, _ = merge_batch(on, [6, 4, 6], [5, 5, 2])               # steps averaging several rows
+    m = np.nan_to_num(m)                  # (random cells, not a DTW path: a row's groups may be empty)
+    B, G, W = m.shape
+    L, V = 9, 13
+    logits = torch.randn(B, L, V)
+    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L   # content rows
+    cells = logits.flatten(0, 1)[rows_of.reshape(-1)].view(B, W, V)
+    dense = merge_rows(m, cells).view(B * G, V)
+    steps, cells_idx, weight = (torch.from_numpy(a) for a in merge_entries(m))
+    rows = rows_of.reshape(-1)[cells_idx]
+    ids = torch.from_numpy(rng.integers(0, V, (B * G, 4)))
+    got = merged_values(logits.flatten(0, 1), steps, rows, weight, ids)
+    assert torch.equal(got, dense.gather(1, ids))                   # same products, same order
+    which = torch.tensor([5, 0, 3])
+    assert torch.equal(merged_rows_at(logits.flatten(0, 1), steps, rows, weight, which, B * G), dense[which])
+    padded = torch.from_numpy(np.flatnonzero(~m.reshape(B * G, W).any(1)))
+    assert padded.numel() and (got[padded] == 0).all()
+
+
+@pytest.mark.parametrize("drop_zero", [False, True])
+def test_read_merged_native_and_torch_paths_equal_a_gather_of_the_merged_rows(monkeypatch, drop_zero):
+    from ctkd_bench import native
+    from ctkd_methods import _cdm_steps
+    from ctkd_methods._cdm_steps import merge_entries, merge_rows, read_merged
+    rng = np.random.default_rng(8)
+    with np.errstate(invalid="ignore"):
+        m, _, _ = merge_batch(rng.random((3, 6, 5)) < 0.4, [6, 4, 6], [5, 5, 2])
+    m = np.nan_to_num(m)
+    B, G, W = m.shape
+    L, V = 9, 13
+    logits = torch.randn(B, L, V + 3)[..., :V]                      # a sliced vocabulary: rows 16 apart
+    flat = logits.flatten(0, 1)
+    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L
+    dense = merge_rows(m, flat[rows_of.reshape(-1)].view(B, W, V)).view(B * G, V)
+    steps, cells, weight = (torch.from_numpy(a) for a in merge_entries(m))
+    rows = rows_of.reshape(-1)[cells]
+    ids = torch.from_numpy(rng.integers(-1, V, (B * G, 6)))
+    off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
+    want = dense.gather(1, ids.clamp(min=0)).masked_fill(off, -1e4)
+    paths = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("CTKD_NATIVE", switch)
+        if switch == "1" and native.library("cdm_merged_read", _cdm_steps.READ_KERNEL,
+                                            _cdm_steps.READ_SIGNATURES) is None:
+            continue                                                # no compiler: the torch path only
+        values, live = read_merged(flat, steps, rows, weight, ids, drop_zero, -1e4)
+        assert torch.equal(values, want) and torch.equal(live, ids.masked_fill(off, -1))
+        paths.append(switch)
+    assert "0" in paths
+
+
 # -- KD: a per-step loop over the official semantics --------------------------------------------------
 def reference_kd(z_s, z_t, valid, tables, k, T, fix_swapped_roles, fix_candidate_filter, fix_mask_leak,
                  fix_distance):
