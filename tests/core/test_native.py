@@ -64,3 +64,15 @@ def test_nothing_compiled_is_left_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", None)                 # re-read TMPDIR
     assert native.library("add_into", ADD + "/* fresh */\n", SIGNATURES) is not None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_plugin_guide_example_runs_both_ways(monkeypatch):
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = text.split("### Per-step loops in C")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/plugins.md", "exec"), namespace)
+    for switch in ("1", "0"):
+        monkeypatch.setenv("CTKD_NATIVE", switch)
+        assert namespace["scale"](np.arange(4.0), 2.5).tolist() == [0.0, 2.5, 5.0, 7.5]
