@@ -202,11 +202,26 @@ void cdm_merged_read(int64_t E, const int64_t *steps, const int64_t *rows, const
         live[i] = off ? -1 : ids[i];
     }
 }
+
+/* MergedRead's backward: out[rows[e], live[steps[e], s]] += grad[steps[e], s] * (float) weight[e], entry
+   by entry (the order of the torch path's scatter_add_); live ids < 0 add nothing. */
+void cdm_merged_scatter(int64_t E, const int64_t *steps, const int64_t *rows, const double *weight,
+                        const float *grad, int64_t S, const int64_t *live, int64_t vocab, float *out) {
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t *id = live + steps[e] * S;
+        const float *g = grad + steps[e] * S;
+        float w = (float) weight[e], *row = out + rows[e] * vocab;
+        for (int64_t s = 0; s < S; s++)
+            if (id[s] >= 0) row[id[s]] += g[s] * w;
+    }
+}
 """
 _I64, _F32 = native.array(np.int64), native.array(np.float32)
-READ_SIGNATURES = {"cdm_merged_read": (ctypes.c_int64, _I64, _I64, native.array(np.float64), ctypes.c_void_p,
-                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, _I64, ctypes.c_int64,
-                                       ctypes.c_float, _F32, _I64)}
+READ_SIGNATURES = {
+    "cdm_merged_read": (ctypes.c_int64, _I64, _I64, native.array(np.float64), ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_int64, ctypes.c_int64, _I64, ctypes.c_int64, ctypes.c_float, _F32, _I64),
+    "cdm_merged_scatter": (ctypes.c_int64, _I64, _I64, native.array(np.float64), ctypes.c_void_p, ctypes.c_int64,
+                           _I64, ctypes.c_int64, ctypes.c_void_p)}
 
 
 def read_merged(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
@@ -274,9 +289,16 @@ class MergedRead(torch.autograd.Function):
     def backward(ctx, grad):
         steps, rows, weight, ids = ctx.saved_tensors
         vocab = ctx.logits_shape[-1]
+        out = torch.zeros(ctx.logits_shape.numel(), dtype=grad.dtype, device=grad.device)
+        lib = native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES) \
+            if grad.device.type == "cpu" and grad.dtype == torch.float32 else None
+        if lib is not None:        # the same products, added in the same order, without [E, S] temporaries
+            grad = grad.contiguous()
+            lib.cdm_merged_scatter(len(steps), steps.numpy(), rows.numpy(), weight.numpy(), grad.data_ptr(),
+                                   ids.shape[-1], ids.numpy(), vocab, out.data_ptr())
+            return out.view(ctx.logits_shape), None, None, None, None, None
         slot_ids = ids.index_select(0, steps)                                   # [E, S]
         vals = grad.reshape(ids.shape).index_select(0, steps).mul_(weight.to(grad.dtype).unsqueeze(1))
         vals = vals.masked_fill_(slot_ids < 0, 0.0)
-        out = torch.zeros(ctx.logits_shape.numel(), dtype=grad.dtype, device=grad.device)
         out.scatter_add_(0, (rows.unsqueeze(1) * vocab + slot_ids.clamp(min=0)).view(-1), vals.view(-1))
         return out.view(ctx.logits_shape), None, None, None, None, None

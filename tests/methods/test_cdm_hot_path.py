@@ -173,6 +173,39 @@ def test_read_merged_native_and_torch_paths_equal_a_gather_of_the_merged_rows(mo
     assert "0" in paths
 
 
+def test_merged_read_gradient_native_and_torch_equal_autograd_through_the_merge(monkeypatch):
+    from ctkd_bench import native
+    from ctkd_methods import _cdm_steps
+    from ctkd_methods._cdm_steps import MergedRead, merge_entries, merge_rows
+    rng = np.random.default_rng(9)
+    with np.errstate(invalid="ignore"):
+        m, _, _ = merge_batch(rng.random((3, 6, 5)) < 0.4, [6, 4, 6], [5, 5, 2])
+    m = np.nan_to_num(m)
+    B, G, W = m.shape
+    L, V = 9, 13
+    logits = torch.randn(B, L, V, requires_grad=True)
+    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L
+    steps, cells, weight = (torch.from_numpy(a) for a in merge_entries(m))
+    rows = rows_of.reshape(-1)[cells]
+    ids = torch.from_numpy(rng.integers(-1, V, (B * G, 6)))
+    upstream = torch.randn(B * G, 6)
+    # autograd through the dense merge and a gather (masked slots carry no gradient)
+    dense = merge_rows(m, logits.flatten(0, 1)[rows_of.reshape(-1)].view(B, W, V)).view(B * G, V)
+    want, = torch.autograd.grad((dense.gather(1, ids.clamp(min=0)) * upstream * (ids >= 0)).sum(), logits)
+    grads = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv("CTKD_NATIVE", switch)
+        if switch == "1" and native.library("cdm_merged_read", _cdm_steps.READ_KERNEL,
+                                            _cdm_steps.READ_SIGNATURES) is None:
+            continue
+        values = torch.zeros(B * G, 6)
+        out = MergedRead.apply(logits, values, steps, rows, weight, ids)
+        grads[switch], = torch.autograd.grad((out * upstream).sum(), logits)
+        torch.testing.assert_close(grads[switch], want, rtol=1e-6, atol=1e-6)
+    if "1" in grads:
+        assert torch.equal(grads["1"], grads["0"])                  # same products, same order
+
+
 # -- KD: a per-step loop over the official semantics --------------------------------------------------
 def reference_kd(z_s, z_t, valid, tables, k, T, fix_swapped_roles, fix_candidate_filter, fix_mask_leak,
                  fix_distance):
