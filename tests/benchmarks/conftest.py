@@ -22,3 +22,8 @@ def step_overhead():
 @pytest.fixture(scope="module")
 def paper_scale():
     return _load("paper_scale")
+
+
+@pytest.fixture(scope="module")
+def native_kernels():
+    return _load("native_kernels")
