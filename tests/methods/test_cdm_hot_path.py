@@ -116,92 +116,93 @@ def test_merge_rows_equals_the_dense_product_and_its_gradient(monkeypatch, piece
     torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
 
 
-def test_merged_values_and_rows_equal_merge_rows_then_a_gather():
-    from ctkd_methods._cdm_steps import merge_entries, merge_rows, merged_rows_at, merged_values
-    rng = np.random.default_rng(6)
-    on = rng.random((3, 6, 5)) < 0.3
-    on[:, np.arange(5), np.arange(5)] = True
-    with np.errstate(invalid="ignore"):
-        m, _, _ = merge_batch(on, [6, 4, 6], [5, 5, 2])               # steps averaging several rows
-    m = np.nan_to_num(m)                  # (random cells, not a DTW path: a row's groups may be empty)
-    B, G, W = m.shape
-    L, V = 9, 13
-    logits = torch.randn(B, L, V)
-    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L   # content rows
-    cells = logits.flatten(0, 1)[rows_of.reshape(-1)].view(B, W, V)
-    dense = merge_rows(m, cells).view(B * G, V)
-    steps, cells_idx, weight = (torch.from_numpy(a) for a in merge_entries(m))
-    rows = rows_of.reshape(-1)[cells_idx]
-    ids = torch.from_numpy(rng.integers(0, V, (B * G, 4)))
-    got = merged_values(logits.flatten(0, 1), steps, rows, weight, ids)
-    assert torch.equal(got, dense.gather(1, ids))                   # same products, same order
-    which = torch.tensor([5, 0, 3])
-    assert torch.equal(merged_rows_at(logits.flatten(0, 1), steps, rows, weight, which, B * G), dense[which])
-    padded = torch.from_numpy(np.flatnonzero(~m.reshape(B * G, W).any(1)))
-    assert padded.numel() and (got[padded] == 0).all()
+class RandomMerge:
+    """A merge of random cells (steps averaging several rows) over content rows of [B, L, V] logits:
+    ``m`` [B, G, W], the content rows' flat indices ``rows_of`` [B, W], the merge entries (``steps``,
+    ``rows`` into the flat logits, ``weight``), and ``dense(logits)`` = `merge_rows` as [B * G, V]."""
+
+    def __init__(self, rng, L: int = 9, V: int = 13, density: float = 0.3):
+        from ctkd_methods._cdm_steps import merge_entries
+        on = rng.random((3, 6, 5)) < density
+        on[:, np.arange(5), np.arange(5)] = True
+        with np.errstate(invalid="ignore"):
+            m, _, _ = merge_batch(on, [6, 4, 6], [5, 5, 2])
+        self.m = np.nan_to_num(m)         # (random cells, not a DTW path: a row's groups may be empty)
+        self.B, self.G, self.W = self.m.shape
+        self.L, self.V = L, V
+        self.rows_of = torch.from_numpy(rng.integers(0, L, (self.B, self.W))) + torch.arange(self.B)[:, None] * L
+        self.steps, cells, self.weight = (torch.from_numpy(a) for a in merge_entries(self.m))
+        self.rows = self.rows_of.reshape(-1)[cells]
+
+    def dense(self, logits: torch.Tensor) -> torch.Tensor:
+        from ctkd_methods._cdm_steps import merge_rows
+        cells = logits.flatten(0, 1)[self.rows_of.reshape(-1)].view(self.B, self.W, self.V)
+        return merge_rows(self.m, cells).view(self.B * self.G, self.V)
 
 
-@pytest.mark.parametrize("drop_zero", [False, True])
-def test_read_merged_native_and_torch_paths_equal_a_gather_of_the_merged_rows(monkeypatch, drop_zero):
+def paths_to_try(monkeypatch):
+    """Yields "1" (the C kernels, when there is a compiler) and "0" (the torch path), with
+    CTKD_NATIVE set accordingly."""
     from ctkd_bench import native
     from ctkd_methods import _cdm_steps
-    from ctkd_methods._cdm_steps import merge_entries, merge_rows, read_merged
-    rng = np.random.default_rng(8)
-    with np.errstate(invalid="ignore"):
-        m, _, _ = merge_batch(rng.random((3, 6, 5)) < 0.4, [6, 4, 6], [5, 5, 2])
-    m = np.nan_to_num(m)
-    B, G, W = m.shape
-    L, V = 9, 13
-    logits = torch.randn(B, L, V + 3)[..., :V]                      # a sliced vocabulary: rows 16 apart
-    flat = logits.flatten(0, 1)
-    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L
-    dense = merge_rows(m, flat[rows_of.reshape(-1)].view(B, W, V)).view(B * G, V)
-    steps, cells, weight = (torch.from_numpy(a) for a in merge_entries(m))
-    rows = rows_of.reshape(-1)[cells]
-    ids = torch.from_numpy(rng.integers(-1, V, (B * G, 6)))
-    off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
-    want = dense.gather(1, ids.clamp(min=0)).masked_fill(off, -1e4)
-    paths = []
     for switch in ("1", "0"):
         monkeypatch.setenv("CTKD_NATIVE", switch)
         if switch == "1" and native.library("cdm_merged_read", _cdm_steps.READ_KERNEL,
                                             _cdm_steps.READ_SIGNATURES) is None:
             continue                                                # no compiler: the torch path only
-        values, live = read_merged(flat, steps, rows, weight, ids, drop_zero, -1e4)
+        yield switch
+
+
+def test_merged_values_and_rows_equal_merge_rows_then_a_gather():
+    from ctkd_methods._cdm_steps import merged_rows_at, merged_values
+    rng = np.random.default_rng(6)
+    merge = RandomMerge(rng)
+    logits = torch.randn(merge.B, merge.L, merge.V)
+    dense = merge.dense(logits)
+    n_steps = merge.B * merge.G
+    ids = torch.from_numpy(rng.integers(0, merge.V, (n_steps, 4)))
+    got = merged_values(logits.flatten(0, 1), merge.steps, merge.rows, merge.weight, ids)
+    assert torch.equal(got, dense.gather(1, ids))                   # same products, same order
+    which = torch.tensor([5, 0, 3])
+    assert torch.equal(merged_rows_at(logits.flatten(0, 1), merge.steps, merge.rows, merge.weight, which,
+                                      n_steps), dense[which])
+    padded = torch.from_numpy(np.flatnonzero(~merge.m.reshape(n_steps, merge.W).any(1)))
+    assert padded.numel() and (got[padded] == 0).all()
+
+
+@pytest.mark.parametrize("drop_zero", [False, True])
+def test_read_merged_native_and_torch_paths_equal_a_gather_of_the_merged_rows(monkeypatch, drop_zero):
+    from ctkd_methods._cdm_steps import read_merged
+    rng = np.random.default_rng(8)
+    merge = RandomMerge(rng, density=0.4)
+    logits = torch.randn(merge.B, merge.L, merge.V + 3)[..., :merge.V]   # a sliced vocabulary: rows 16 apart
+    ids = torch.from_numpy(rng.integers(-1, merge.V, (merge.B * merge.G, 6)))
+    off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
+    want = merge.dense(logits).gather(1, ids.clamp(min=0)).masked_fill(off, -1e4)
+    tried = []
+    for switch in paths_to_try(monkeypatch):
+        values, live = read_merged(logits.flatten(0, 1), merge.steps, merge.rows, merge.weight, ids, drop_zero, -1e4)
         assert torch.equal(values, want) and torch.equal(live, ids.masked_fill(off, -1))
-        paths.append(switch)
-    assert "0" in paths
+        tried.append(switch)
+    assert "0" in tried
 
 
 def test_merged_read_gradient_native_and_torch_equal_autograd_through_the_merge(monkeypatch):
-    from ctkd_bench import native
-    from ctkd_methods import _cdm_steps
-    from ctkd_methods._cdm_steps import MergedRead, merge_entries, merge_rows
+    from ctkd_methods._cdm_steps import MergedRead
     rng = np.random.default_rng(9)
-    with np.errstate(invalid="ignore"):
-        m, _, _ = merge_batch(rng.random((3, 6, 5)) < 0.4, [6, 4, 6], [5, 5, 2])
-    m = np.nan_to_num(m)
-    B, G, W = m.shape
-    L, V = 9, 13
-    logits = torch.randn(B, L, V, requires_grad=True)
-    rows_of = torch.from_numpy(rng.integers(0, L, (B, W))) + torch.arange(B)[:, None] * L
-    steps, cells, weight = (torch.from_numpy(a) for a in merge_entries(m))
-    rows = rows_of.reshape(-1)[cells]
-    ids = torch.from_numpy(rng.integers(-1, V, (B * G, 6)))
-    upstream = torch.randn(B * G, 6)
+    merge = RandomMerge(rng, density=0.4)
+    logits = torch.randn(merge.B, merge.L, merge.V, requires_grad=True)
+    ids = torch.from_numpy(rng.integers(-1, merge.V, (merge.B * merge.G, 6)))
+    upstream = torch.randn(merge.B * merge.G, 6)
     # autograd through the dense merge and a gather (masked slots carry no gradient)
-    dense = merge_rows(m, logits.flatten(0, 1)[rows_of.reshape(-1)].view(B, W, V)).view(B * G, V)
-    want, = torch.autograd.grad((dense.gather(1, ids.clamp(min=0)) * upstream * (ids >= 0)).sum(), logits)
+    read = merge.dense(logits).gather(1, ids.clamp(min=0))
+    want, = torch.autograd.grad((read * upstream * (ids >= 0)).sum(), logits)
     grads = {}
-    for switch in ("1", "0"):
-        monkeypatch.setenv("CTKD_NATIVE", switch)
-        if switch == "1" and native.library("cdm_merged_read", _cdm_steps.READ_KERNEL,
-                                            _cdm_steps.READ_SIGNATURES) is None:
-            continue
-        values = torch.zeros(B * G, 6)
-        out = MergedRead.apply(logits, values, steps, rows, weight, ids)
+    for switch in paths_to_try(monkeypatch):
+        out = MergedRead.apply(logits, torch.zeros(ids.shape), merge.steps, merge.rows, merge.weight, ids)
         grads[switch], = torch.autograd.grad((out * upstream).sum(), logits)
         torch.testing.assert_close(grads[switch], want, rtol=1e-6, atol=1e-6)
+    assert "0" in grads
     if "1" in grads:
         assert torch.equal(grads["1"], grads["0"])                  # same products, same order
 
