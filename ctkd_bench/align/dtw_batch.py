@@ -115,6 +115,8 @@ def dtw_paths_batch(cost: np.ndarray, n, m) -> np.ndarray:
     cost = np.asarray(cost, dtype=np.float64)
     n, m = np.asarray(n, dtype=np.int64), np.asarray(m, dtype=np.int64)
     B, N, M = cost.shape
+    if len(n) != B or len(m) != B or (n > N).any() or (m > M).any() or (n < 0).any() or (m < 0).any():
+        raise ValueError(f"dtw_paths_batch: sizes n, m must be one per matrix and within [0, {N}] x [0, {M}]")
     inside = (np.arange(N)[None, :, None] < n[:, None, None]) & (np.arange(M)[None, None, :] < m[:, None, None])
     cost = np.where(inside, cost, 0.0)
     if not (np.isfinite(cost).all() and (cost == np.round(cost)).all() and np.abs(cost).sum() < 2.0 ** 52):

@@ -230,6 +230,8 @@ def read_merged(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, wei
     [D, S] with -1 at the masked slots). Masked: ids < 0, and id 0 when ``drop_zero``; they read
     ``unmapped``. Values as `merged_values` (through a C kernel on CPU when there is a compiler).
     """
+    if ids.numel() and int(ids.max()) >= flat.shape[-1]:   # would read another row (or past the rows, in C)
+        raise IndexError(f"ids must be below the vocabulary size {flat.shape[-1]}, got {int(ids.max())}")
     lib = native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES) \
         if flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.stride(-1) == 1 else None
     if lib is None:

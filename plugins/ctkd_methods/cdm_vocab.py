@@ -249,13 +249,16 @@ def dynamic_map_native(lib, src_top: torch.Tensor, cand_top: torch.Tensor, exact
     """`dynamic_map_lists` through the C kernel ``lib`` (`KERNEL`): the same values (CPU tensors)."""
     B, G, K = src_top.shape
     lens, flat, list_start, searchable = _flat_near_lists(near, exact)
-    src, cand = src_top.numpy(), cand_top.numpy()
+    src = np.ascontiguousarray(src_top.numpy(), dtype=np.int64)
+    cand = np.ascontiguousarray(cand_top.numpy(), dtype=np.int64)
+    exact_read = np.ascontiguousarray(_exact_read(exact, zero_unmapped).numpy(), dtype=np.int64)
+    n_src = len(exact_read)
+    if src.size and (int(src.min()) < 0 or int(src.max()) >= n_src):   # C would read past the tables
+        raise IndexError(f"source ids must lie in [0, {n_src}), got {int(src.min())}..{int(src.max())}")
     width = max(int(flat.max()) if flat.size else 0, int(cand.max()) if cand.size else 0) + 2
     allowed = _allowed_columns(blocked, width).numpy()
-    exact_read = _exact_read(exact, zero_unmapped).numpy()
-    n_src = len(exact_read)
     out = np.empty((B, G, K), dtype=np.int64)
-    lib.cdm_dynamic_map(B, G, K, src, cand, valid.numpy().view(np.uint8), exact_read,
+    lib.cdm_dynamic_map(B, G, K, src, cand, np.ascontiguousarray(valid.numpy()).view(np.uint8), exact_read,
                         searchable.view(np.uint8), list_start, lens, flat, allowed.view(np.uint8), width,
                         np.zeros(width, dtype=np.int64), np.empty(n_src, dtype=np.int64),
                         np.zeros(n_src, dtype=np.int64), out)

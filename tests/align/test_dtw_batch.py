@@ -57,3 +57,10 @@ def test_hand_path_with_ties_and_padding(path_kind):
 def test_non_integer_costs_are_refused():
     with pytest.raises(ValueError, match="integer"):
         dtw_paths_batch(np.full((1, 2, 2), 0.5), [2], [2])
+
+
+def test_sizes_beyond_the_padded_matrices_are_refused(path_kind):
+    with pytest.raises(ValueError, match="within"):
+        dtw_paths_batch(np.zeros((2, 3, 4)), [3, 4], [2, 4])
+    with pytest.raises(ValueError, match="one per matrix"):
+        dtw_paths_batch(np.zeros((2, 3, 4)), [3], [2])

@@ -275,6 +275,15 @@ def test_token_cost_of_a_padded_batch_equals_each_row_pair():
             assert (got[r][outside] == 0).all()
 
 
+def test_native_dynamic_map_refuses_source_ids_outside_its_tables():
+    exact, near = torch.tensor([0, -1, 1]), torch.tensor([[-1], [0], [-1]])
+    src, cand = torch.tensor([[[0, 3]]]), torch.tensor([[[0, 1]]])    # id 3: past the 3-entry tables
+    with pytest.raises(IndexError):
+        cdm_vocab.dynamic_map_lists(src, cand, exact, near, torch.ones(1, 1, dtype=torch.bool))
+    with pytest.raises(IndexError, match="source ids"):
+        dynamic_map_native(src, cand, exact, near, torch.ones(1, 1, dtype=torch.bool))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_native_dynamic_map_equals_the_numpy_one_on_large_random_batches(seed):
     # many rows and steps, repeated source ids across steps (the "last step wins" rule), removed

@@ -184,6 +184,8 @@ def test_read_merged_native_and_torch_paths_equal_a_gather_of_the_merged_rows(mo
         values, live = read_merged(logits.flatten(0, 1), merge.steps, merge.rows, merge.weight, ids, drop_zero, -1e4)
         assert torch.equal(values, want) and torch.equal(live, ids.masked_fill(off, -1))
         tried.append(switch)
+        with pytest.raises(IndexError, match="vocabulary size"):      # an id past the vocabulary
+            read_merged(logits.flatten(0, 1), merge.steps, merge.rows, merge.weight, ids + merge.V, drop_zero, -1e4)
     assert "0" in tried
 
 
