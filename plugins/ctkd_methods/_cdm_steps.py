@@ -224,6 +224,13 @@ READ_SIGNATURES = {
                            _I64, ctypes.c_int64, ctypes.c_void_p)}
 
 
+def _read_kernels(tensor: torch.Tensor):
+    """The merged-read kernels for float32 CPU ``tensor``s when a C compiler is there, else None."""
+    if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+        return None
+    return native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES)
+
+
 def read_merged(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
                 ids: torch.Tensor, drop_zero: bool, unmapped: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Merged rows read at ``ids`` [D, S] with the unmapped slots masked: (values [D, S], live ids
@@ -232,8 +239,7 @@ def read_merged(flat: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor, wei
     """
     if ids.numel() and int(ids.max()) >= flat.shape[-1]:   # would read another row (or past the rows, in C)
         raise IndexError(f"ids must be below the vocabulary size {flat.shape[-1]}, got {int(ids.max())}")
-    lib = native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES) \
-        if flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.stride(-1) == 1 else None
+    lib = _read_kernels(flat) if flat.stride(-1) == 1 else None
     if lib is None:
         off = (ids < 0) | (ids == 0) if drop_zero else ids < 0
         values = merged_values(flat, steps, rows, weight, ids.clamp(min=0))
@@ -292,8 +298,7 @@ class MergedRead(torch.autograd.Function):
         steps, rows, weight, ids = ctx.saved_tensors
         vocab = ctx.logits_shape[-1]
         out = torch.zeros(ctx.logits_shape.numel(), dtype=grad.dtype, device=grad.device)
-        lib = native.library("cdm_merged_read", READ_KERNEL, READ_SIGNATURES) \
-            if grad.device.type == "cpu" and grad.dtype == torch.float32 else None
+        lib = _read_kernels(grad)
         if lib is not None:        # the same products, added in the same order, without [E, S] temporaries
             grad = grad.contiguous()
             lib.cdm_merged_scatter(len(steps), steps.numpy(), rows.numpy(), weight.numpy(), grad.data_ptr(),
