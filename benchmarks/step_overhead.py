@@ -15,6 +15,12 @@ per step for SFT and 4-5 ms for a method reading teacher logits). Prints ms/step
 (every view included), the ratio per student token (how much of the cost is not explained by
 the student simply running more tokens, e.g. CoT2Align's second, CoT format of every example), and
 the middle half of the step-by-step ratios (`paired_spread`: the noise behind each median).
+
+A method whose step also trains the student on other formats of each example (``views``, e.g.
+CoT2Align's CoT record) gets a second reference, ``sft@<method>``: SFT on exactly the same
+formats (the token-weighted CE of every format, nothing else; the same teacher generations).
+``x own SFT`` is the method's step over that one: what the method's loss costs on top of the
+student work its training data requires.
 """
 from __future__ import annotations
 
@@ -56,6 +62,7 @@ def main() -> None:
     env = SuiteEnvironment(suite, cache_root()).track(args.track)
     regs = [r for r in parse_methods(args.methods) if env.track.task in r.cls.tracks]
     regs.sort(key=lambda r: r.name != "sft")
+    regs += [same_formats_sft(r) for r in regs if getattr(r.cls, "views", None)]
     if args.warmup is None:
         args.warmup = max(2, -(-len(env.train) // suite.budget.examples_per_step))
     budget = dataclasses.replace(suite.budget, steps=args.warmup + args.steps)
@@ -77,13 +84,16 @@ def main() -> None:
           f"{__import__('torch').get_num_threads()}, {args.clock} clock")
     # per token: (time / student tokens) relative to SFT's, i.e. the cost not explained by a method
     # training the student on more tokens per step (e.g. CoT2Align's extra CoT view)
-    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10} {'paired 25-75%':>14}")
+    print(f"{'method':<14} {'ms/step':>9} {'x SFT':>7} {'tok/step':>9} {'x SFT/tok':>10} {'paired 25-75%':>14} "
+          f"{'x own SFT':>10}")
     for name, samples in times.items():
+        own = times.get(f"sft@{name}")
+        own_ratio = f"{statistics.median(samples) / statistics.median(own):10.2f}" if own else "         -"
         ms = statistics.median(samples) * 1000
         ratio = f"{statistics.median(samples) / base:7.2f}" if base else "      -"
         per_tok = (f"{statistics.median(samples) / tokens[name] / (base / tokens['sft']):10.2f}"
                    if base and tokens.get(name) and tokens.get("sft") else "         -")
-        print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok} {paired_spread(samples, times.get('sft')):>14}")
+        print(f"{name:<14} {ms:9.1f} {ratio} {tokens.get(name, 0):9.0f} {per_tok} {paired_spread(samples, times.get('sft')):>14} {own_ratio}")
 
 
 def paired_spread(samples: list[float], sft: list[float] | None) -> str:
@@ -133,6 +143,37 @@ def setup_cell(env, suite, reg, seed: int = 0):
     extra = method.setup(ctx)
     method.modules = extra
     return student, method, extra, CellData(env, method, seed, gens), meter
+
+
+def same_formats_sft(reg):
+    """A registration of SFT on ``reg``'s formats: its views (and the teacher generations they are
+    made from), trained with the CE of every format weighted by its target tokens, as CoT2Align
+    weights its own CE. Named ``sft@<method>``; it reads no teacher signal."""
+    from ctkd_bench import Method, Needs
+    from ctkd_bench.plugins import RegisteredMethod
+
+    base = reg.cls
+    prompt = getattr(base, "generation_prompt", None)
+
+    def loss(self, batch, student, teacher):
+        parts = [(student.ce, _targets(batch))] + [(student.views[k].ce, _targets(v)) for k, v in batch.views.items()]
+        n = sum(count for _, count in parts)
+        ce = sum(ce * count for ce, count in parts) / max(n, 1)
+        return {"loss": ce, "ce": ce.detach()}
+
+    cls = type("SameFormatsSFT", (Method,), {
+        "name": f"sft@{base.name}", "category": "baseline", "paper": base.paper, "tracks": base.tracks,
+        "summary": f"SFT on the formats {base.name} trains on", "views": dict(base.views),
+        "needs": Needs(generations=base.needs.generations),
+        "generation_prompt": staticmethod(prompt) if prompt else None,
+        "generation_settings": dict(getattr(base, "generation_settings", {}) or {}),
+        "Config": dataclasses.make_dataclass("Config", [], frozen=True), "loss": loss})
+    return RegisteredMethod(cls, reg.plugin)
+
+
+def _targets(batch) -> int:
+    """Response tokens the student is scored on (HF labels: row t predicts t+1)."""
+    return int((batch.student.labels[:, 1:] != -100).sum())
 
 
 def _student_tokens(batch) -> int:

@@ -55,3 +55,37 @@ def test_paired_spread_is_the_middle_half_of_step_ratios(step_overhead):
     assert step_overhead.paired_spread(method, sft) == "1.12-1.50"
     assert step_overhead.paired_spread(method[:3], sft[:3]) == "-"           # too few steps
     assert step_overhead.paired_spread(method, None) == "-"
+
+
+def test_same_formats_sft_trains_on_every_view_with_token_weighted_ce(step_overhead):
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from ctkd_bench.cli.run import parse_methods
+    reg = step_overhead.same_formats_sft(parse_methods("cot2align")[0])
+    cls = reg.cls
+    assert reg.name == "sft@cot2align" and set(cls.views) == {"cot"}
+    assert cls.needs.teacher_signal_kinds() == ["generations"]   # the view's texts, no logits or states
+    example = {"prompt": "Q: 1 + 1?", "response": " 2", "generation": "one and one"}
+    assert cls.generation_prompt(example) == parse_methods("cot2align")[0].cls.generation_prompt(example)
+    # plain: 3 targets (HF labels, row t predicts t+1), CE 2.0; CoT view: 5 targets, CE 1.0
+    plain = NS(student=NS(labels=torch.tensor([[-100, 5, 6, -100], [-100, -100, 7, -100]])))
+    cot = NS(student=NS(labels=torch.tensor([[-100, 1, 2, 3, 4], [-100, -100, -100, 5, -100]])))
+    batch = NS(student=plain.student, views={"cot": cot})
+    student = NS(ce=torch.tensor(2.0, requires_grad=True), views={"cot": NS(ce=torch.tensor(1.0))})
+    out = cls(cls.make_config({})).loss(batch, student, None)
+    assert out["loss"].item() == pytest.approx((2.0 * 3 + 1.0 * 5) / 8)
+    assert out["loss"].requires_grad
+
+
+def test_a_method_with_views_is_also_timed_against_sft_on_its_formats(step_overhead, isolated_cache,
+                                                                       monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["step_overhead.py", "--profile", "test", "--methods", "sft,cot2align",
+                                     "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    step_overhead.main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[-3:]}
+    assert set(rows) == {"sft", "cot2align", "sft@cot2align"}
+    assert float(rows["cot2align"][-1]) > 0 and rows["sft"][-1] == "-"
+    assert int(rows["sft@cot2align"][3]) == int(rows["cot2align"][3])   # the same student tokens per step
