@@ -82,6 +82,7 @@ class TrackSpec:
     generator: str = ""            # another generator of the task's examples (data/tasks: GENERATORS)
     stop: str = ""                 # generation stop: "" the task's default, "eos" only EOS, else a string
     steps: int = 0                 # optimiser steps on this track (every method alike); 0: the budget's
+    noise: float = 0.0             # share of the student's training answers corrupted by the task (data/tasks)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class SuiteSpec:
                 track.pop("stop", None)
             if not track.get("steps"):                 # suites without per-track steps hash as before
                 track.pop("steps", None)
+            if not track.get("noise"):                 # nor do suites without noisy student labels
+                track.pop("noise", None)
         if d["budget"].get("precision") == "fp32":  # suites from before `precision` hash as before
             d["budget"].pop("precision")
         return d
@@ -224,7 +227,7 @@ _BUDGET_LIMITS = {"steps": (1, 10_000_000), "examples_per_step": (1, 65536), "ma
                   "lr": (0.0, 10.0), "warmup": (0.0, 1.0), "eval_batch_size": (1, 4096),
                   "cell_timeout_s": (0.0, 10_000_000.0)}
 _TRACK_LIMITS = {"train": (1, 10_000_000), "validation": (0, 10_000_000), "test": (1, 10_000_000),
-                 "max_new_tokens": (1, 8192), "steps": (0, 10_000_000)}
+                 "max_new_tokens": (1, 8192), "steps": (0, 10_000_000), "noise": (0.0, 1.0)}
 _MODEL_LIMITS = {"hidden_size": (1, 65536), "num_layers": (1, 1024), "num_heads": (1, 1024)}
 _TRAIN_LIMITS = {"steps": (1, 10_000_000), "batch_size": (1, 65536), "lr": (0.0, 10.0),
                  "examples": (1, 100_000_000)}
@@ -306,6 +309,16 @@ def _check_generator(values: dict, track_data, where: str) -> None:
                           f"not {values['task']!r}")
 
 
+def _check_noise(values: dict, track_data, where: str) -> None:
+    from .data.tasks import noisy_tasks
+    if track_data is not None:
+        raise ConfigError(f"{where}.noise: noisy labels are made by the generated tasks, not for 'data' tracks")
+    task = values.get("generator") or values["task"]
+    if task not in noisy_tasks():
+        raise ConfigError(f"{where}.noise: {task!r} cannot corrupt its answers; noise works with "
+                          f"{', '.join(noisy_tasks())}")
+
+
 def _one_of(value: str, choices: tuple[str, ...], where: str) -> str:
     if value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
@@ -372,6 +385,8 @@ def parse_suite(data: Any, where: str = "suite", profile: str | None = None, pat
         _check_primary_metric(values, tw)
         if values.get("generator"):
             _check_generator(values, track_data, tw)
+        if values.get("noise"):
+            _check_noise(values, track_data, tw)
         tracks.append(TrackSpec(name=n, **values, data=track_data))
     budget = BudgetSpec(**_fields(BudgetSpec, data.get("budget") or {}, f"{where}.budget", limits=_BUDGET_LIMITS))
     _one_of(budget.schedule, SCHEDULES, f"{where}.budget.schedule")

@@ -107,6 +107,15 @@ class SuiteEnvironment:
             self._splits[track.name] = {k: [dict(r) for r in v] for k, v in raw.items()}
         return self._splits[track.name]
 
+    def student_train(self, track: TrackSpec) -> list[dict]:
+        """The student's training examples: the first ``track.train`` of the teacher's, a ``track.noise``
+        share of them with the task's wrong answer (the teacher learnt the clean ones)."""
+        train = self.splits(track)["train"][:track.train]
+        if not track.noise:
+            return train
+        from ..data.tasks import corrupt_share
+        return corrupt_share(track.generator or track.task, train, track.noise, self.suite.seed)
+
     def tokenizer_corpus(self, tokenizer_name: str) -> list[str]:
         """Training text of the `build` tokenizer `tokenizer_name`: the train splits of every track it serves."""
         texts = []
@@ -184,7 +193,7 @@ class SuiteEnvironment:
         cache = TeacherCache(self.cache_root / "signals", teacher, key, head, encoder, t_tok,
                              self.suite.budget.eval_batch_size)
         env = TrackEnv(self.suite, track, s_spec, t_spec, self.tokenizer(s_spec), t_tok, teacher, key,
-                       splits["train"][:track.train], splits["test"], cache, num_labels,
+                       self.student_train(track), splits["test"], cache, num_labels,
                        self._test_sets.get(name, {}))
         self._tracks[name] = env
         checkpoint("prepare")

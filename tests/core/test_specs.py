@@ -40,6 +40,17 @@ def test_track_steps_override_the_budget_for_that_track_only(tiny_data):
     assert parse_suite(tiny_data).hash == base.hash
 
 
+def test_track_noise_is_parsed_and_hashed_only_when_set(tiny_data):
+    tiny_data["tracks"]["instruct"].pop("noise", None)
+    base = parse_suite(tiny_data)
+    assert base.track("instruct").noise == 0.0
+    tiny_data["tracks"]["instruct"]["noise"] = 0.5
+    noisy = parse_suite(tiny_data)
+    assert noisy.track("instruct").noise == 0.5 and noisy.hash != base.hash
+    tiny_data["tracks"]["instruct"]["noise"] = 0          # 0: no noise, hashed as if absent
+    assert parse_suite(tiny_data).hash == base.hash
+
+
 def test_profile_overrides_nested_fields(tiny_data):
     base = parse_suite(tiny_data)
     test = parse_suite(tiny_data, profile="test")
@@ -66,6 +77,9 @@ def test_cell_id_is_stable_and_distinguishes_seeds():
     (lambda d: d["tracks"]["lm"].update(task="poetry"), "tiny.tracks.lm.task"),
     (lambda d: d["tracks"]["math"].update(steps=-1), "tiny.tracks.math.steps"),
     (lambda d: d["tracks"]["math"].update(steps=2.5), "tiny.tracks.math.steps"),
+    (lambda d: d["tracks"]["instruct"].update(noise=1.5), "tiny.tracks.instruct.noise"),
+    (lambda d: d["tracks"]["instruct"].update(noise="half"), "tiny.tracks.instruct.noise"),
+    (lambda d: d["tracks"]["math"].update(noise=0.5), "tiny.tracks.math.noise"),   # math cannot corrupt
     (lambda d: d["models"]["student-llama"].update(tokenizer="gone"), "tiny.models.student-llama.tokenizer"),
     (lambda d: d["models"]["student-llama"].update(source="ftp"), "tiny.models.student-llama.source"),
     (lambda d: d["pairs"]["gpt2-bpe_to_llama-unigram"].update(teacher="x"), "teacher"),

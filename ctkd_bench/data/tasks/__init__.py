@@ -106,6 +106,26 @@ def split_examples(track: str, sizes: Mapping[str, int], seed: int) -> dict[str,
     return {split: out[split] for split in sizes}
 
 
+def corrupt_share(track: str, examples: list[dict], share: float, seed: int) -> list[dict]:
+    """``examples`` with round(share · n) of them, drawn with a stream seeded by (track, seed), given
+    the task's systematically wrong answer (``corrupt``; noisy student labels, a track's ``noise``).
+    The others are returned as they are, in the same order."""
+    task = get_task(track)
+    count = round(share * len(examples))
+    if not count:
+        return list(examples)
+    if not hasattr(task, "corrupt"):
+        raise ValueError(f"{track}: the task has no corrupt(); noisy labels need one of {noisy_tasks()}")
+    rng = random.Random(f"ctkd-bench/{track}/{seed}/noise")
+    chosen = set(rng.sample(range(len(examples)), count))
+    return [task.corrupt(e, rng) if i in chosen else e for i, e in enumerate(examples)]
+
+
+def noisy_tasks() -> list[str]:
+    """The tasks and generators that can corrupt their answers."""
+    return sorted(n for n, m in {**TASKS, **GENERATORS}.items() if hasattr(m, "corrupt"))
+
+
 def features(track: str):
     """The `datasets.Features` of a track's splits (explicit, so empty splits are typed too)."""
     from datasets import ClassLabel, Features, Value

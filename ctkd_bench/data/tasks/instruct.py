@@ -13,6 +13,12 @@ input (exact match is well defined); metrics: ROUGE-L and exact match.
 Dark knowledge: a model that is unsure what to output spreads its mass over
 the input's words; the teacher's soft distribution says which of them are the
 plausible next outputs (e.g. the remaining input words during a reversal).
+
+Noisy student labels (`corrupt`, a track's ``noise``): the answer as written by
+an annotator who reverses the word order; a one-word answer becomes another
+word of the input. It keeps every word an answer could use, so only a model
+that knows the task (the teacher, trained on clean answers) can tell the two
+versions apart.
 """
 from __future__ import annotations
 
@@ -111,6 +117,22 @@ def sample(rng: random.Random) -> dict:
     instruction = rng.choice(phrasings).format(w=target)
     prompt = f"Instruction: {instruction}\nInput: {inp}\nAnswer:"
     return {"prompt": prompt, "response": " " + out, "answer": out, "task": task}
+
+
+def corrupt(example: dict, rng: random.Random) -> dict:
+    """The example with its response as the reversing annotator writes it (see the module docstring).
+
+    A several-word answer comes back in reverse order (unchanged if it reads the same both ways);
+    a one-word answer becomes a different word of the input, drawn with `rng` (unchanged if the
+    input has no other word)."""
+    words = example["response"].split()
+    if len(words) > 1:
+        wrong = _join(reversed(words))
+    else:
+        given = example["prompt"].split("\nInput: ", 1)[1].split("\n", 1)[0].split()
+        others = sorted(set(given) - set(words))
+        wrong = rng.choice(others) if others else _join(words)
+    return {**example, "response": " " + wrong, "answer": wrong}
 
 
 def generate(n: int, seed: int) -> list[dict]:
