@@ -150,6 +150,13 @@ def _allowed_columns(blocked: torch.Tensor | None, width: int, device=None) -> t
     return allowed
 
 
+def _membership_columns(flat: np.ndarray, cand: np.ndarray, blocked: torch.Tensor | None):
+    """(width, allowed [width] bool ndarray) of the per-step membership table the list walks use: one
+    column per id the near lists or the candidates name, plus the removed-candidate column."""
+    width = max(int(flat.max()) if flat.size else 0, int(cand.max()) if cand.size else 0) + 2
+    return width, _allowed_columns(blocked, width).numpy()
+
+
 def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torch.Tensor,
                       near: torch.Tensor, valid: torch.Tensor, blocked: torch.Tensor | None = None,
                       zero_unmapped: bool = False) -> torch.Tensor:
@@ -170,8 +177,7 @@ def dynamic_map_lists(src_top: torch.Tensor, cand_top: torch.Tensor, exact: torc
     starts = list_start[x]
     cand = flat[np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - n_entries), n_entries)]
     cand_np = cand_top.numpy().reshape(B * G, K)
-    width = max(int(flat.max()) if flat.size else 0, int(cand_np.max()) if cand_np.size else 0) + 2
-    allowed = _allowed_columns(blocked, width).numpy()              # the last column: removed (-1) ids
+    width, allowed = _membership_columns(flat, cand_np, blocked)     # the last column: removed (-1) ids
     column = np.where(cand_np >= 0, cand_np, width - 1)
     present = np.zeros((B * G, width), dtype=bool)
     present.reshape(-1)[(np.arange(0, B * G * width, width)[:, None] + column).reshape(-1)] = True
@@ -255,8 +261,7 @@ def dynamic_map_native(lib, src_top: torch.Tensor, cand_top: torch.Tensor, exact
     n_src = len(exact_read)
     if src.size and (int(src.min()) < 0 or int(src.max()) >= n_src):   # C would read past the tables
         raise IndexError(f"source ids must lie in [0, {n_src}), got {int(src.min())}..{int(src.max())}")
-    width = max(int(flat.max()) if flat.size else 0, int(cand.max()) if cand.size else 0) + 2
-    allowed = _allowed_columns(blocked, width).numpy()
+    width, allowed = _membership_columns(flat, cand, blocked)
     out = np.empty((B, G, K), dtype=np.int64)
     lib.cdm_dynamic_map(B, G, K, src, cand, np.ascontiguousarray(valid.numpy()).view(np.uint8), exact_read,
                         searchable.view(np.uint8), list_start, lens, flat, allowed.view(np.uint8), width,
