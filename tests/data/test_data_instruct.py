@@ -107,3 +107,4 @@ def test_the_student_gets_the_noisy_answers_and_the_teacher_the_clean_ones(tmp_p
     chosen = round(0.25 * track.train)
     assert chosen - 3 <= sum(a != b for a, b in zip(student, right)) <= chosen
     assert noisy_env.splits(track)["train"][:track.train] == right        # the teacher's data stays clean
+    assert noisy_env.track("instruct").train == student                    # what the cells train on
