@@ -14,7 +14,10 @@ from ..errors import UsageError
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the report (default: RUN_DIR/report for a single run dir).")
 def command(run_dirs, out_dir):
-    """Build the leaderboard from one or more run directories (merged)."""
+    """Build the leaderboard from one or more run directories (merged).
+
+    Rewriting an existing report folder replaces its pages and removes the plots an earlier report left
+    there that this one does not show; other files in it stay."""
     from ..report.render import render_report   # jinja2 and pandas only when asked for
 
     if out_dir is None:

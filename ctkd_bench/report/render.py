@@ -109,6 +109,21 @@ def render_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
             checkpoint("report")
             atomic_write_text(out_dir / name, text)
             written[name] = out_dir / name
+        _remove_stale_plots(out_dir / "plots", set(written.values()))
     except OSError as exc:
         raise UsageError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
     return written
+
+
+# The names `plots.suite_plots` gives: <suite>-<track>-<pair>-<6 hex of suite hash and column>-bars|cost.svg
+_PLOT_NAME = re.compile(r"^.+-[0-9a-f]{6}-(bars|cost)\.svg$")
+
+
+def _remove_stale_plots(plots_dir: Path, current: set[Path]) -> None:
+    """Delete plots an earlier report wrote here that this one no longer shows (another suite hash, a
+    dropped track), so a published report folder holds only what its pages reference. Other files stay."""
+    if not plots_dir.is_dir():
+        return
+    for path in plots_dir.iterdir():
+        if path.is_file() and _PLOT_NAME.match(path.name) and path not in current:
+            path.unlink()

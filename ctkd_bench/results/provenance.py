@@ -45,6 +45,8 @@ def machine_info() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is not None:   # timings depend on both: a busy machine with several threads is far slower
         info["torch_threads"] = torch.get_num_threads()
+        # float rounding follows the SIMD kernels too: a teacher trained on AVX2 differs from one on AVX512
+        info["cpu_capability"] = _cpu_capability(torch)
     if hasattr(os, "getloadavg"):
         info["load_average_1m"] = round(os.getloadavg()[0], 2)
     return info
@@ -66,6 +68,13 @@ def _device() -> str:
     except Exception:  # a broken driver must not stop a record from being written
         return "cpu (accelerator query failed)"
     return "cpu"
+
+
+def _cpu_capability(torch) -> str:
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:   # older or stripped torch builds
+        return "unknown"
 
 
 def _memory_gb() -> float | None:

@@ -188,3 +188,18 @@ def test_a_run_without_records_is_a_usage_error(tmp_path):
     RunStore(tmp_path / "run").write_run_info({"suite": "s", "suite_hash": "h"})
     with pytest.raises(UsageError, match="no cell records"):
         render_report([tmp_path / "run"], tmp_path / "out")
+
+
+def test_rerendering_into_a_folder_removes_the_plots_of_an_earlier_suite_hash_and_keeps_other_files(tmp_path):
+    out = tmp_path / "out"
+    old = render_report([write_synthetic_run(tmp_path / "old", suite="small", methods=["sft"], evil=False)], out)
+    mine = out / "plots" / "notes-abcdef-bars.txt"
+    mine.write_text("a user's file")
+    new = render_report([write_synthetic_run(tmp_path / "new", methods=["sft", "uld"], evil=False)], out)
+    old_plots = {p for n, p in old.items() if n.startswith("plots/")}
+    new_plots = {p for n, p in new.items() if n.startswith("plots/")}
+    assert old_plots and new_plots and not old_plots & new_plots
+    assert {p for p in (out / "plots").iterdir() if p.suffix == ".svg"} == new_plots
+    assert mine.read_text() == "a user's file"
+    page = new["leaderboard.md"].read_text()
+    assert all(p.name.replace("_", "\\_") in page for p in new_plots)

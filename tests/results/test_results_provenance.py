@@ -18,3 +18,11 @@ def test_machine_info_is_coarse_and_names_no_host():
     import socket
     host = socket.gethostname()
     assert len(host) < 4 or host not in str(list(info.values()))
+
+
+def test_machine_info_names_the_threads_and_simd_kernels_that_shape_float_rounding():
+    import torch
+    info = machine_info()
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(info["cpu_capability"], str) and info["cpu_capability"]
