@@ -18,6 +18,10 @@ class Plot:
     svg: str
 
 
+# Every name `_column_plots` gives: <suite>-<track>-<pair>-<6 hex of suite hash and column>-bars|cost.svg
+PLOT_NAME = re.compile(r"^.+-[0-9a-f]{6}-(bars|cost)\.svg$")
+
+
 def suite_plots(view: SuiteView) -> dict[str, list[Plot]]:
     """column key -> its plots (none where no method has a score)."""
     return {col.key: _column_plots(view, col) for col in view.columns}

@@ -25,7 +25,7 @@ from ..util import atomic_write_text
 from . import fmt
 from .load import load_runs
 from .model import build_suites, category_order
-from .plots import suite_plots
+from .plots import PLOT_NAME, suite_plots
 from .provenance import build_provenance
 from .svg import CATEGORY_COLORS, OTHER_COLOR
 
@@ -115,15 +115,11 @@ def render_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
     return written
 
 
-# The names `plots.suite_plots` gives: <suite>-<track>-<pair>-<6 hex of suite hash and column>-bars|cost.svg
-_PLOT_NAME = re.compile(r"^.+-[0-9a-f]{6}-(bars|cost)\.svg$")
-
-
 def _remove_stale_plots(plots_dir: Path, current: set[Path]) -> None:
     """Delete plots an earlier report wrote here that this one no longer shows (another suite hash, a
     dropped track), so a published report folder holds only what its pages reference. Other files stay."""
     if not plots_dir.is_dir():
         return
     for path in plots_dir.iterdir():
-        if path.is_file() and _PLOT_NAME.match(path.name) and path not in current:
+        if path.is_file() and PLOT_NAME.match(path.name) and path not in current:
             path.unlink()

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctkd_bench.cli.report import command as report_command
+from ctkd_bench.report.plots import PLOT_NAME
 from ctkd_bench.report.render import md_code, md_escape, render_report
 from ctkd_bench.results.synthetic import EVIL_NAME, write_synthetic_run
 
@@ -199,6 +200,7 @@ def test_rerendering_into_a_folder_removes_the_plots_of_an_earlier_suite_hash_an
     old_plots = {p for n, p in old.items() if n.startswith("plots/")}
     new_plots = {p for n, p in new.items() if n.startswith("plots/")}
     assert old_plots and new_plots and not old_plots & new_plots
+    assert all(PLOT_NAME.match(p.name) for p in old_plots | new_plots)   # the cleanup knows every name
     assert {p for p in (out / "plots").iterdir() if p.suffix == ".svg"} == new_plots
     assert mine.read_text() == "a user's file"
     page = new["leaderboard.md"].read_text()
